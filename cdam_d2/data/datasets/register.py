@@ -1,0 +1,36 @@
+"""Register every dataset of :data:`LAYOUTS` with Detectron2's catalogs."""
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .builtin_meta import pascal_colormap
+from .layouts import LAYOUTS, SemSegLayout
+from .loader import default_datasets_root, load_sem_seg_records
+
+
+def register_sem_seg_layout(layout: SemSegLayout, root: str, name: str = None) -> None:
+    """Register one layout under ``name`` (default: the layout's own name), lazily loaded."""
+    name = name or layout.name
+    DatasetCatalog.register(
+        name, lambda layout=layout, root=root, name=name: load_sem_seg_records(layout, root, name)
+    )
+    metadata = dict(
+        stuff_classes=list(layout.classes),
+        stuff_colors=pascal_colormap(len(layout.classes)),
+        ignore_label=255,
+        evaluator_type="sem_seg",
+        image_root=f"{root}/{layout.image_dir}",
+        class_names_file=layout.class_names_file,
+    )
+    if layout.label_dir is not None:
+        metadata["sem_seg_root"] = f"{root}/{layout.label_dir}"
+    MetadataCatalog.get(name).set(**metadata)
+
+
+def register_all_cdam_datasets(root: str = None) -> None:
+    """Register all ``cdam_*`` datasets under ``root`` (default ``$DETECTRON2_DATASETS``).
+
+    Names that are already registered are left alone, so calling this twice is safe.
+    """
+    root = root if root is not None else default_datasets_root()
+    for name, layout in LAYOUTS.items():
+        if name not in DatasetCatalog.list():
+            register_sem_seg_layout(layout, root)

@@ -1,0 +1,21 @@
+"""Read label maps as class indices (palette PNGs keep their indices; never converted to grey)."""
+import numpy as np
+from PIL import Image
+
+_INDEX_MODES = ("P", "L", "I", "I;16")
+
+
+def read_label_map(path: str) -> np.ndarray:
+    """Return the (H, W) int64 class-index array stored in ``path``.
+
+    Palette ('P') PNGs such as VOC's SegmentationClass store indices, which are returned as is;
+    Detectron2's ``read_image(format="L")`` would turn them into grey levels instead.
+    """
+    with Image.open(path) as image:
+        if image.mode not in _INDEX_MODES:
+            raise ValueError(
+                f"Label map '{path}' has image mode '{image.mode}'; expected a single-channel "
+                f"index PNG (one of {_INDEX_MODES}). Colour-coded labels must be converted to "
+                "class indices first (see the tools/prepare_*.py scripts)."
+            )
+        return np.asarray(image, dtype=np.int64)

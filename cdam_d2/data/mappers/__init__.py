@@ -1,0 +1,1 @@
+"""Detectron2 dataset mappers of both methods (need detectron2)."""

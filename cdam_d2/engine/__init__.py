@@ -1,0 +1,4 @@
+from .cli import main, setup
+from .trainer import Trainer
+
+__all__ = ["Trainer", "main", "setup"]

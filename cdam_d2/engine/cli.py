@@ -1,0 +1,57 @@
+"""``setup`` and ``main`` of ``tools/train_net.py``, kept in the package so tests and other
+projects' scripts can call them (``launch`` needs ``main`` importable in spawned workers)."""
+import logging
+import os
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import default_setup
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..config import add_cdam_config
+from .trainer import Trainer
+
+logger = logging.getLogger("cdam_d2")
+
+
+def setup(args):
+    """Config from ``args.config_file`` + ``args.opts``, adapted to the machine, frozen."""
+    cfg = get_cfg()
+    add_cdam_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    fallbacks = []
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+        fallbacks.append("CUDA is not available: running on CPU (MODEL.DEVICE cpu)")
+    if cfg.MODEL.DEVICE == "cpu" and cfg.SOLVER.AMP.ENABLED:
+        cfg.SOLVER.AMP.ENABLED = False
+        fallbacks.append("AMP needs CUDA: SOLVER.AMP.ENABLED set to False")
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cdam_d2")
+    for message in fallbacks:
+        logger.warning(message)
+    if cfg.MODEL.DEVICE == "cpu" and comm.get_world_size() > 1:
+        # Several CPU processes share the cores; oversubscribed threads slow everything down.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_world_size()))
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()

@@ -1,0 +1,1 @@
+"""Plain torch models (``cdam``, ``clustercam``) and their Detectron2 adapters (``meta_arch``)."""
