@@ -19,7 +19,7 @@ writes:
   coco_stuff164k/annotations/<split>/<id>_instanceTrainIds.png   uint8, 0 = background, 1..80
 
 stuffthingmaps: raw things 0..89 minus the unused 11,25,28,29,44,65,67,68,70,82 -> 1..80 in
-ascending order; stuff 91..181 and unlabeled 255 -> 0; files with "TrainIds" in the name are skipped.
+ascending order; stuff 91..181 and unlabeled 255 -> 0; names containing "TrainIds" are skipped.
 instances: non-crowd annotations painted in list order (later wins); crowd regions stay 0.
 Re-running skips finished files."""
 
@@ -27,7 +27,9 @@ Re-running skips finished files."""
 def main(argv=None):
     parser = cli.make_parser(__doc__, LAYOUT)
     cli.add_root_argument(parser)
-    parser.add_argument("--source", choices=("stuffthingmaps", "instances"), default="stuffthingmaps")
+    parser.add_argument(
+        "--source", choices=("stuffthingmaps", "instances"), default="stuffthingmaps"
+    )
     parser.add_argument(
         "--splits", nargs="+", default=["val2017"], help="default: val2017 (the evaluated split)"
     )

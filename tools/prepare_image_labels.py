@@ -33,7 +33,7 @@ def main(argv=None):
         help="voc: derive labels from SegmentationClassAug instead of the XML (not faithful)",
     )
     parser.add_argument("--instances-dir", help="coco: folder with instances_*2014.json")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # "voc --workers 4 ROOT" works too
 
     if args.dataset == "voc":
         voc_root = os.path.join(args.root, "VOCdevkit", "VOC2012")

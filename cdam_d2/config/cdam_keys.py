@@ -1,6 +1,52 @@
-"""``MODEL.CDAM`` keys (owned by the CDAM implementation)."""
+"""``MODEL.CDAM`` keys (owned by the CDAM implementation). Defaults reproduce the released method (spec §10)."""
 
 
 def add_cdam_keys(cfg):
+    """Add ``cfg.MODEL.CDAM`` with typed defaults, in place."""
     node = type(cfg)
     cfg.MODEL.CDAM = node()
+    cdam = cfg.MODEL.CDAM
+    # CLIP: an open_clip model name (or "tiny:<name>" for tests) and its weights: an open_clip pretrained tag,
+    # a local checkpoint file (OpenAI .pt or open_clip state dict), or "random" (seeded by SEED).
+    cdam.CLIP_MODEL = "ViT-B-16"
+    cdam.CLIP_WEIGHTS = "openai"
+    # Use QuickGELU even when it cannot be detected (open_clip state-dict files of OpenAI weights).
+    cdam.FORCE_QUICK_GELU = False
+    cdam.SEED = 0
+    # Backbone autocast dtype on CUDA: "fp16" (released precision), "bf16" or "fp32". CPU always runs fp32.
+    cdam.PRECISION = "fp16"
+
+    # First-pass base variant: maskclip (released) | sclip | clearclip | gem | naclip | clip (vanilla).
+    cdam.BASE = "maskclip"
+    cdam.GEM_DEPTH = 6  # last blocks on GEM's parallel path (GEM's gem_depth=7 of 12 blocks)
+    cdam.NACLIP_SIGMA = 5.0
+    # False: the base method alone (baseline rows of the paper's table).
+    cdam.USE_CDAM = True
+    # "released": every base re-runs the last block with residual + FFN; "base": keep the base's block structure.
+    cdam.SECOND_PASS = "released"
+
+    # Text side. CLASS_NAMES_FILE overrides the dataset's metadata `class_names_file` when not empty.
+    cdam.CLASS_NAMES_FILE = ""
+    cdam.USE_ATP = True
+    cdam.ATP_FILE = "atp_words.txt"
+    cdam.TEMPLATES = "openai_imagenet"  # or a file with one "{}" template per line
+    cdam.TEXT_CACHE_DIR = "~/.cache/cdam_d2/text"  # "" disables the on-disk text-embedding cache
+
+    # CDAM map (spec §3).
+    cdam.TEMPERATURE = 0.1  # T of the class distributions
+    cdam.SHARPEN_TEMPERATURE = 0.1  # P of the row softmax
+    cdam.SCALES = (0.25, 0.37, 0.5, 0.63, 0.75, 0.87)
+    cdam.ROW_NORMALIZE = False  # ablation only; the release does not normalize rows
+    cdam.JS_CHUNK_ELEMENTS = 2 ** 23  # memory bound of the pair-wise JS chunks
+
+    # Prediction and entropy-based background threshold (spec §4).
+    cdam.LOGIT_SCALE = 50.0
+    cdam.ENTROPY_SCALE = 50.0
+    cdam.ALPHA = 2.5  # 0 disables the background threshold
+    cdam.THR_DEFAULT = 0.5
+    cdam.THRESHOLD_SOURCE = "last_window"  # released; or "image"
+
+    # Sliding windows on the resized image (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST give the resize).
+    cdam.SLIDE_CROP = 448
+    cdam.SLIDE_STRIDE = 224
+    cdam.WINDOW_BATCH = 0  # windows per forward; 0 = all windows of an image in one batch

@@ -6,7 +6,7 @@ _INDEX_MODES = ("P", "L", "I", "I;16")
 
 
 def read_label_map(path: str) -> np.ndarray:
-    """Return the (H, W) int64 class-index array stored in ``path``.
+    """Return the (H, W) class-index array stored in ``path`` (uint8 for 8-bit PNGs, else int64).
 
     Palette ('P') PNGs such as VOC's SegmentationClass store indices, which are returned as is;
     Detectron2's ``read_image(format="L")`` would turn them into grey levels instead.
@@ -18,4 +18,5 @@ def read_label_map(path: str) -> np.ndarray:
                 f"index PNG (one of {_INDEX_MODES}). Colour-coded labels must be converted to "
                 "class indices first (see the tools/prepare_*.py scripts)."
             )
-        return np.asarray(image, dtype=np.int64)
+        labels = np.asarray(image)
+    return labels if labels.dtype == np.uint8 else labels.astype(np.int64)

@@ -41,9 +41,10 @@ def confusion_matrix(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, ign
     Labels must already be valid (see :func:`check_label_values`); ignored pixels go to column C.
     Computed on ``pred``'s device.
     """
-    gt = gt.to(pred.device).long()
-    gt = gt.masked_fill(gt == ignore_label, num_classes)
-    flat = (num_classes + 1) * pred.reshape(-1).long() + gt.reshape(-1)
+    gt = gt.to(pred.device)
+    gt = gt.int().masked_fill(gt == ignore_label, num_classes)
+    # int32 index arithmetic: (C+1)^2 stays far below 2^31 for any label set.
+    flat = (num_classes + 1) * pred.reshape(-1).int() + gt.reshape(-1)
     return torch.bincount(flat, minlength=(num_classes + 1) ** 2).reshape(
         num_classes + 1, num_classes + 1
     )
@@ -94,4 +95,4 @@ def segmentation_metrics(conf: torch.Tensor, class_names: Sequence[str], convent
     res["pACC"] = 100 * (np.sum(tp) / np.sum(gt_pixels))
     for name, value in zip(class_names, acc):
         res[f"ACC-{name}"] = 100 * value
-    return res
+    return OrderedDict((key, float(value)) for key, value in res.items())

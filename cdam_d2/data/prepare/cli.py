@@ -3,10 +3,7 @@ import argparse
 import os
 import sys
 
-
-def default_datasets_root():
-    """``$DETECTRON2_DATASETS`` or ``datasets``, the root the registered datasets read from."""
-    return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+from ..datasets.loader import default_datasets_root
 
 
 def make_parser(description, layout):
@@ -25,6 +22,7 @@ def make_parser(description, layout):
 
 
 def add_root_argument(parser):
+    """Optional positional ``root``: the folder that holds the dataset layouts."""
     parser.add_argument(
         "root",
         nargs="?",
@@ -40,7 +38,11 @@ def run(main, argv=None):
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: finished files are kept; re-run the command to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 def report(summary, what, output_dir):
+    """Print one line summarising a :class:`WriteSummary`."""
     print(f"{what}: wrote {summary.written}, already done {summary.skipped} -> {output_dir}")

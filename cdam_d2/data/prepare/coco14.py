@@ -23,6 +23,7 @@ COCO14_SPLITS = ("train2014", "val2014")
 
 
 def instances_json_path(instances_dir, split):
+    """``<instances_dir>/instances_<split>.json``."""
     return os.path.join(instances_dir, f"instances_{split}.json")
 
 

@@ -7,8 +7,7 @@ Conventions (shared by COCO-Object-from-instances and COCO-2014):
 - Label maps: start from zeros, paint every **non-crowd** annotation of the image in annotation-list
   order, so later annotations overwrite earlier ones. Crowd annotations (``iscrowd=1``) are not
   painted: their pixels stay background unless a non-crowd annotation covers them. This follows the
-  community procedure in clustercam.md §4.2 and the COCO-Stuff API default (``includeCrowd=False``),
-  and keeps the maps free of 255.
+  community procedure of clustercam.md §4.2 and keeps the maps free of 255 (nothing is ignored).
 - Image-level labels count every annotation, crowd included (clustercam.md §4.2: "≥ 1 instance
   annotation of category c").
 """
@@ -32,7 +31,11 @@ def load_instances(json_path):
     """Load a COCO ``instances_*.json`` and check it has images, annotations and categories."""
     require_path(json_path, "COCO instance annotations", COCO_ANNOTATIONS_HINT)
     with open(json_path) as f:
-        data = json.load(f)
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as error:
+            message = f"{json_path} is not valid JSON ({error}); download it again."
+            raise ValueError(message) from None
     missing_keys = [key for key in ("images", "annotations", "categories") if key not in data]
     if missing_keys:
         raise ValueError(
@@ -108,7 +111,7 @@ def annotation_mask(segmentation, height, width):
         rle = segmentation
     mask = mask_utils.decode(rle).astype(bool)
     if mask.shape != (height, width):
-        raise ValueError(f"RLE of size {mask.shape} does not match the image size {(height, width)}.")
+        raise ValueError(f"RLE of size {mask.shape} does not match the image {(height, width)}")
     return mask
 
 

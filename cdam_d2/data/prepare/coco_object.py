@@ -11,8 +11,9 @@ import os
 
 import numpy as np
 
+from ..label_io import read_label_map
 from .coco_instances import load_instances, write_instance_label_pngs
-from .files import prepare_output_dir, read_label_png, require_path, save_label_png
+from .files import prepare_output_dir, require_path, save_label_png
 from .parallel import write_missing
 
 OUTPUT_SUFFIX = "_instanceTrainIds.png"
@@ -24,8 +25,8 @@ UNLABELED_VALUE = 255
 STUFFTHINGMAPS_HINT = (
     "Download stuffthingmaps_trainval2017.zip from "
     "http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/"
-    "stuffthingmaps_trainval2017.zip and unzip it into coco_stuff164k/annotations/ (giving annotations/train2017/*.png and "
-    "annotations/val2017/*.png)."
+    "stuffthingmaps_trainval2017.zip and unzip it into coco_stuff164k/annotations/ (giving "
+    "annotations/train2017/*.png and annotations/val2017/*.png)."
 )
 IMAGES_HINT = (
     "Download val2017.zip (and train2017.zip if needed) from https://cocodataset.org/#download and "
@@ -39,7 +40,8 @@ def stuffthingmap_table():
     Returns:
         tuple[np.ndarray, np.ndarray]: ``(labels, known)``, both of shape (256,): ``labels[v]`` is
         the COCO-Object label of raw value ``v`` and ``known[v]`` says whether ``v`` is in the
-        conversion table at all (raw 90 and 182..254 are not and never occur in COCO-Stuff).
+        conversion table at all (raw 90, the ten unused thing values and 182..254 are not; none
+        of them occurs in COCO-Stuff164k).
     """
     thing_values = [value for value in range(90) if value not in UNUSED_THING_VALUES]
     labels = np.zeros(256, dtype=np.uint8)
@@ -52,22 +54,23 @@ def stuffthingmap_table():
 
 
 def convert_stuffthingmap(raw):
-    """Map a raw stuffthingmap (uint8 (H, W)) to COCO-Object labels (uint8 (H, W), 0..80).
+    """Map a raw stuffthingmap (integer (H, W)) to COCO-Object labels (uint8 (H, W), 0..80).
 
     Raises ``ValueError`` on values outside the conversion table: they indicate a file that is not
     a COCO-Stuff164k stuffthingmap (e.g. already converted, or a colour rendering).
     """
     labels, known = stuffthingmap_table()
-    unexpected = np.unique(raw[~known[raw]])
-    if unexpected.size:
-        raise ValueError(f"values {unexpected.tolist()} are not COCO-Stuff164k stuffthingmap values")
+    values = np.unique(raw).tolist()
+    unexpected = [value for value in values if not (0 <= value < len(known) and known[value])]
+    if unexpected:
+        raise ValueError(f"values {unexpected} are not COCO-Stuff164k stuffthingmap values")
     return labels[raw]
 
 
 def _convert_one(task):
     output_path, source_path = task
     try:
-        label = convert_stuffthingmap(read_label_png(source_path))
+        label = convert_stuffthingmap(read_label_map(source_path))
     except ValueError as error:
         raise ValueError(f"{source_path}: {error}") from None
     save_label_png(label, output_path)

@@ -4,6 +4,7 @@ import os
 import re
 
 import numpy as np
+from PIL import Image
 
 # Temporary outputs are hidden files ending in ".<pid>.tmp": they never match an output name or an
 # input glob such as "*.png", so an interrupted write is never mistaken for a finished file.
@@ -17,7 +18,7 @@ def temp_path_for(path):
 
 
 def write_atomically(path, write):
-    """Call ``write(temp_path)`` and move the result to ``path``; never leaves a partial ``path``."""
+    """Call ``write(temp_path)``, then move the result to ``path``; never leaves a partial file."""
     temp_path = temp_path_for(path)
     try:
         write(temp_path)
@@ -35,25 +36,11 @@ def save_label_png(label, path):
         label (np.ndarray): uint8 array of shape (H, W) holding class indices.
         path (str): destination ``.png``.
     """
-    from PIL import Image
-
     if label.dtype != np.uint8 or label.ndim != 2:
         raise ValueError(
             f"Label map for {path} must be a uint8 (H, W) array, got {label.dtype} {label.shape}."
         )
     write_atomically(path, lambda temp_path: Image.fromarray(label).save(temp_path, format="PNG"))
-
-
-def read_label_png(path):
-    """Read a single-channel (grey or palette) PNG as a (H, W) uint8 array of stored indices."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        if image.mode not in ("L", "P"):
-            raise ValueError(
-                f"{path}: expected a single-channel label PNG (mode L or P), got mode {image.mode}."
-            )
-        return np.array(image, dtype=np.uint8)
 
 
 def save_json(obj, path):

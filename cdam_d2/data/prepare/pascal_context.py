@@ -2,26 +2,24 @@
 
 Inputs (from https://cs.stanford.edu/~roozbeh/pascal-context/): ``trainval/<id>.mat`` files holding
 ``LabelMap``, a (H, W) array of 1-based indices into the 459 names of ``labels.txt`` (lines such as
-``1: accordion``; 0, if present, means unlabeled). Each of the 59 classes below is looked up by
-name and gets its position in this list + 1; every other index becomes 0. The list is mmseg's
-``PascalContext60Dataset`` order; it is alphabetical, so it equals mmseg's converter, which maps the
-sorted 459-class ids of these names to 1..59.
+``1: accordion``; 0, if present, means unlabeled). Each of the 59 ``CONTEXT59_FOREGROUND`` names
+is looked up by name and gets its position + 1; every other index becomes 0. That list is mmseg's
+``PascalContext60Dataset`` order; it is alphabetical, so matching by name equals mmseg's converter,
+which maps the sorted 459-class ids of these names to 1..59.
 """
 import os
 
 import numpy as np
 
-from .files import prepare_output_dir, read_id_list, require_path, save_label_png, save_lines
+from ..datasets.builtin_meta import CONTEXT59_FOREGROUND
+from .files import (
+    prepare_output_dir,
+    read_id_list,
+    require_path,
+    save_label_png,
+    save_lines,
+)
 from .parallel import write_missing
-
-CONTEXT59_CLASS_NAMES = (
-    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book", "bottle",
-    "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth", "computer", "cow",
-    "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food", "grass", "ground",
-    "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person", "plate", "platform",
-    "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky", "snow", "sofa",
-    "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
-)  # fmt: skip
 
 CONTEXT_ANNOTATIONS_HINT = (
     "Download trainval.tar.gz (trainval/<id>.mat) and the 459-class name list labels.txt from "
@@ -60,13 +58,13 @@ def context60_table(label_names):
         np.ndarray: uint8 of shape (max index + 1,); entry 0 (unlabeled) and unlisted names are 0.
     """
     index_of_name = {name: index for index, name in label_names.items()}
-    missing = [name for name in CONTEXT59_CLASS_NAMES if name not in index_of_name]
+    missing = [name for name in CONTEXT59_FOREGROUND if name not in index_of_name]
     if missing:
         raise ValueError(
             f"labels.txt lacks the Context59 class name(s) {missing}; is it the 459-class list?"
         )
     table = np.zeros(max(label_names) + 1, dtype=np.uint8)
-    for label, name in enumerate(CONTEXT59_CLASS_NAMES, start=1):
+    for label, name in enumerate(CONTEXT59_FOREGROUND, start=1):
         table[index_of_name[name]] = label
     return table
 

@@ -11,15 +11,12 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from .files import read_id_list, read_label_png, require_path
+from ..datasets.builtin_meta import VOC_FOREGROUND
+from ..label_io import read_label_map
+from .files import read_id_list, require_path
 from .parallel import parallel_map
 
-VOC_CLASS_NAMES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)  # fmt: skip
-VOC_LABEL_OF_NAME = {name: label for label, name in enumerate(VOC_CLASS_NAMES, start=1)}
+VOC_LABEL_OF_NAME = {name: label for label, name in enumerate(VOC_FOREGROUND, start=1)}
 IGNORE_VALUE = 255
 
 VOC2012_HINT = (
@@ -27,30 +24,35 @@ VOC2012_HINT = (
     "and extract it so that VOCdevkit/VOC2012/ exists."
 )
 TRAIN_AUG_HINT = (
-    "train_aug.txt and SegmentationClassAug/ come from the SBD augmentation of VOC 2012 (10,582 "
-    "ids, e.g. SegmentationClassAug.zip as used by DeepLab/mmseg); put them into "
+    "Download the SBD augmentation of VOC 2012 as used by DeepLab/mmseg (train_aug.txt with "
+    "10,582 ids and SegmentationClassAug.zip) and put them into "
     "VOCdevkit/VOC2012/ImageSets/Segmentation/ and VOCdevkit/VOC2012/."
 )
 
 
 def labels_from_xml(xml_path):
     """Sorted VOC labels (1..20) named by any ``<name>`` tag of one annotation XML."""
-    root = ET.parse(xml_path).getroot()
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as error:
+        message = f"{xml_path} is not valid XML ({error}); re-extract the VOC archive."
+        raise ValueError(message) from None
     names = {(element.text or "").strip() for element in root.iter("name")}
     return sorted(VOC_LABEL_OF_NAME[name] for name in names if name in VOC_LABEL_OF_NAME)
 
 
 def labels_from_mask(mask_path):
     """Sorted VOC labels (1..20) present in one segmentation PNG (0 and 255 dropped)."""
-    values = np.unique(read_label_png(mask_path))
+    values = np.unique(read_label_map(mask_path))
     values = values[(values != 0) & (values != IGNORE_VALUE)]
-    if values.size and values.max() > len(VOC_CLASS_NAMES):
+    if values.size and values.max() > len(VOC_FOREGROUND):
         raise ValueError(f"{mask_path}: values {values.tolist()} exceed the 20 VOC classes.")
     return values.tolist()
 
 
 def train_aug_and_val_ids(voc_root):
     """Sorted ids of ``ImageSets/Segmentation/{train_aug,val}.txt`` (train_aug ∪ val)."""
+    require_path(voc_root, "VOC 2012 folder", VOC2012_HINT)
     split_dir = os.path.join(voc_root, "ImageSets", "Segmentation")
     train_aug = require_path(
         os.path.join(split_dir, "train_aug.txt"), "VOC train_aug list", TRAIN_AUG_HINT
@@ -64,7 +66,7 @@ def voc_image_labels(voc_root, from_masks=False, workers=1):
 
     Args:
         voc_root (str): ``VOCdevkit/VOC2012``.
-        from_masks (bool): read ``SegmentationClassAug/<id>.png`` instead of ``Annotations/<id>.xml``.
+        from_masks (bool): read ``SegmentationClassAug/<id>.png``, not ``Annotations/<id>.xml``.
     Returns:
         dict[str, list[int]]: {image id: sorted labels 1..20}.
     """
@@ -80,7 +82,7 @@ def voc_image_labels(voc_root, from_masks=False, workers=1):
     missing = [path for path in paths if not os.path.exists(path)]
     if missing:
         raise FileNotFoundError(
-            f"Missing {len(missing)} {what}(s) for ids of train_aug ∪ val, e.g. {missing[0]}\n{hint}"
+            f"Missing {len(missing)} {what}(s) of train_aug ∪ val ids, e.g. {missing[0]}\n{hint}"
         )
     labels = parallel_map(read, paths, workers=workers, desc=f"VOC labels from {folder}")
     return dict(zip(ids, labels))

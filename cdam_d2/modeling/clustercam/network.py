@@ -74,7 +74,7 @@ class ClusterCAMNet(nn.Module):
         self.pos_embed_grid = pos_embed_grid
         self.cls_token = nn.Parameter(torch.zeros(1, num_classes, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_classes + pos_embed_grid ** 2, embed_dim))
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             ClusterBlock(embed_dim, num_heads, num_classes, mlp_ratio, rates[i],
                          use_clusters=i >= depth - cluster_depth, cluster_cell=cluster_cell,

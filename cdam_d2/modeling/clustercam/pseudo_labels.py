@@ -78,7 +78,7 @@ def refine_with_background_band(cams, labels, images_unit, par, bg_thr=0.40, del
         class_scores = cams[b, present]
         stacks = []
         for threshold in (bg_thr + delta, bg_thr - delta):
-            background = torch.full_like(class_scores[:1], threshold)
+            background = cams.new_full((1, height, width), threshold)
             stack = torch.cat([background, class_scores], dim=0).unsqueeze(0)
             stack = F.interpolate(stack, size=half, mode="bilinear", align_corners=False)
             stacks.append(stack.softmax(dim=1))

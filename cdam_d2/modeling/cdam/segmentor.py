@@ -1,0 +1,146 @@
+"""CDAM training-free segmentation of one image with sliding windows (plain torch, spec §1-§4)."""
+import contextlib
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cdam_attention import DEFAULT_CHUNK_ELEMENTS, DEFAULT_SCALES, EPS, at_least_fp32, cdam_attention
+from .dense_clip import SECOND_PASS_MODES, DenseCLIPEncoder
+from .postprocess import (THRESHOLD_SOURCES, background_threshold, class_probabilities, encode_background,
+                          patch_entropy_bits)
+from .sliding_window import crop_windows, merge_windows, window_boxes
+
+
+@dataclass
+class TextQueries:
+    """Text side of one vocabulary.
+
+    Attributes:
+        dataset: (Q_D, E) unit-norm embeddings of the dataset queries (synonyms flattened).
+        extra: (Q_A, E) embeddings only used for the CDAM class distributions (ATP words); may have 0 rows.
+        query_to_class: class index of each dataset query.
+        num_classes: C, the number of output channels.
+    """
+
+    dataset: torch.Tensor
+    extra: torch.Tensor
+    query_to_class: Tuple[int, ...]
+    num_classes: int
+
+
+@dataclass
+class SegmentationResult:
+    """Attributes:
+        scores: (C, H0, W0) class probabilities with thresholded pixels' background channel raised by 1, so
+            that ``scores.argmax(0)`` is the final label map.
+        logits: (Q_D, H0, W0) merged cosine logits at the output size.
+        threshold: background threshold applied to the max class probability.
+    """
+
+    scores: torch.Tensor
+    logits: torch.Tensor
+    threshold: float
+
+
+class CDAMSegmentor(nn.Module):
+    """Sliding-window dense CLIP inference with the CDAM second pass and entropy background threshold."""
+
+    def __init__(self, encoder: DenseCLIPEncoder, *, use_cdam: bool = True, second_pass: str = "released",
+                 temperature: float = 0.1, sharpen_temperature: float = 0.1,
+                 scales: Sequence[float] = DEFAULT_SCALES, row_normalize: bool = False, logit_scale: float = 50.0,
+                 entropy_scale: float = 50.0, alpha: float = 2.5, threshold_default: float = 0.5,
+                 threshold_source: str = "last_window", crop: int = 448, stride: int = 224,
+                 window_batch: int = 0, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+                 autocast_dtype: Optional[torch.dtype] = None):
+        """
+        Args:
+            encoder: dense CLIP encoder with the first-pass base variant.
+            use_cdam: False gives the base method alone (first-pass features).
+            second_pass: "released" or "base" (see ``DenseCLIPEncoder.second_pass``).
+            temperature, sharpen_temperature, scales: CDAM's T, P and scale set (spec §3).
+            row_normalize: ablation: divide each row of W by its sum (off in the release).
+            logit_scale: softmax scale of the final probabilities; entropy_scale: of the threshold entropy.
+            alpha, threshold_default: thr = alpha * threshold_default / H_center; alpha = 0 disables.
+            threshold_source: "last_window" (released) or "image".
+            crop, stride: sliding windows on the resized image.
+            window_batch: windows per forward (0 = all windows of the image at once).
+            chunk_elements: memory bound of the JS chunks (elements).
+            autocast_dtype: backbone autocast dtype on CUDA (fp16/bf16); None = fp32. CDAM math is fp32.
+        """
+        super().__init__()
+        if second_pass not in SECOND_PASS_MODES:
+            raise ValueError(f"MODEL.CDAM.SECOND_PASS {second_pass!r} is not one of {SECOND_PASS_MODES}")
+        if threshold_source not in THRESHOLD_SOURCES:
+            raise ValueError(f"MODEL.CDAM.THRESHOLD_SOURCE {threshold_source!r} is not one of {THRESHOLD_SOURCES}")
+        self.encoder = encoder
+        self.use_cdam = use_cdam
+        self.second_pass = second_pass
+        self.temperature = temperature
+        self.sharpen_temperature = sharpen_temperature
+        self.scales = tuple(scales)
+        self.row_normalize = row_normalize
+        self.logit_scale = logit_scale
+        self.entropy_scale = entropy_scale
+        self.alpha = alpha
+        self.threshold_default = threshold_default
+        self.threshold_source = threshold_source
+        self.crop = crop
+        self.stride = stride
+        self.window_batch = window_batch
+        self.chunk_elements = chunk_elements
+        self.autocast_dtype = autocast_dtype
+
+    def _autocast(self, device: torch.device):
+        if self.autocast_dtype is None or self.autocast_dtype == torch.float32 or device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
+
+    def attention_map(self, first_logits: torch.Tensor) -> torch.Tensor:
+        """(B, Q, g_h, g_w) first-pass logits over all queries -> (B, N, N) fp32 CDAM map W."""
+        weights = cdam_attention(first_logits, self.temperature, self.sharpen_temperature, self.scales,
+                                 self.chunk_elements)
+        if self.row_normalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(EPS)
+        return weights
+
+    def window_logits(self, windows: torch.Tensor, text: TextQueries) -> torch.Tensor:
+        """(B, 3, h, w) normalized windows -> (B, Q_D, g_h, g_w) cosine logits (fp32, or fp64 for an fp64 model)
+        over the dataset queries."""
+        with self._autocast(windows.device):
+            state = self.encoder.forward_to_last_block(windows)
+            features = self.encoder.first_pass(state)
+        if self.use_cdam:
+            features = at_least_fp32(features)
+            queries = torch.cat([text.dataset, text.extra]).to(features.dtype)
+            weights = self.attention_map(self._patch_logits(features, queries, state.grid))
+            with self._autocast(windows.device):
+                features = self.encoder.second_pass(state, weights, self.second_pass)
+        features = at_least_fp32(features)
+        return self._patch_logits(features, text.dataset.to(features.dtype), state.grid)
+
+    @staticmethod
+    def _patch_logits(features: torch.Tensor, queries: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        """(B, N, E) unit features, (Q, E) unit queries -> (B, Q, g_h, g_w) cosine logits."""
+        return (features @ queries.t()).transpose(1, 2).reshape(features.shape[0], -1, *grid)
+
+    def forward(self, image: torch.Tensor, output_size: Tuple[int, int], text: TextQueries) -> SegmentationResult:
+        """Segment one image.
+
+        Args:
+            image: (3, H1, W1) normalized float image (already resized by the test mapper).
+            output_size: (H0, W0) original size of the image.
+            text: query embeddings of the vocabulary.
+        """
+        boxes = window_boxes(image.shape[-2], image.shape[-1], self.crop, self.stride)
+        step = self.window_batch if self.window_batch > 0 else len(boxes)
+        per_window = torch.cat([self.window_logits(crop_windows(image, boxes[start:start + step]), text)
+                                for start in range(0, len(boxes), step)])
+        entropy = patch_entropy_bits(per_window.flatten(2), self.entropy_scale)
+        threshold = background_threshold(entropy, self.alpha, self.threshold_default, self.threshold_source)
+        merged = merge_windows(per_window, boxes, tuple(image.shape[-2:]))
+        logits = F.interpolate(merged[None], size=tuple(output_size), mode="bilinear", align_corners=False)[0]
+        probs = class_probabilities(logits, text.query_to_class, text.num_classes, self.logit_scale)
+        return SegmentationResult(encode_background(probs, threshold), logits, threshold)

@@ -1,0 +1,77 @@
+"""Class vocabularies: name files, synonyms and the augmented text prompts (ATP).
+
+A vocabulary is a list of classes; each class has one or more synonyms. Every synonym becomes its own
+text query; ``query_to_class[q]`` gives the class index of query ``q`` (spec §2.2).
+"""
+import os
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+CLASS_NAMES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "data", "class_names")
+ATP_WORDS_FILE = "atp_words.txt"
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Text queries of a class list.
+
+    Attributes:
+        queries: one name per text query (synonyms flattened, class order kept).
+        query_to_class: class index of each query, same length as ``queries``.
+        num_classes: number of classes (lines of the name file).
+    """
+
+    queries: Tuple[str, ...]
+    query_to_class: Tuple[int, ...]
+    num_classes: int
+
+
+def parse_class_lines(lines: Sequence[str], source: str = "<vocabulary>") -> Vocabulary:
+    """Parse one class per entry; synonyms are separated by commas.
+
+    Whitespace around each synonym is dropped (so the released ``"wood "`` gives ``"wood"``, which tokenizes
+    identically). Empty entries raise, naming ``source``.
+    """
+    queries, query_to_class = [], []
+    for class_index, line in enumerate(lines):
+        names = [name.strip() for name in line.strip().split(",")]
+        if not all(names):
+            raise ValueError(f"{source}: class {class_index} ({line!r}) has an empty name; "
+                             "write one class per line with synonyms separated by ','")
+        queries.extend(names)
+        query_to_class.extend([class_index] * len(names))
+    if not queries:
+        raise ValueError(f"{source}: no class names found")
+    return Vocabulary(tuple(queries), tuple(query_to_class), len(lines))
+
+
+def resolve_class_names_file(name_or_path: str) -> str:
+    """A path as given if it exists, else a file of ``cdam_d2/data/class_names``."""
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    packaged = os.path.join(CLASS_NAMES_DIR, name_or_path)
+    if os.path.isfile(packaged):
+        return packaged
+    raise FileNotFoundError(
+        f"Class-name file {name_or_path!r} not found, neither as a path nor in {CLASS_NAMES_DIR} "
+        f"(available: {sorted(os.listdir(CLASS_NAMES_DIR))})")
+
+
+def read_class_names_file(name_or_path: str) -> Vocabulary:
+    """Read a name file: one class per line (line index = class index), synonyms separated by ','."""
+    path = resolve_class_names_file(name_or_path)
+    with open(path, encoding="utf-8") as f:
+        lines = [line.rstrip("\n") for line in f]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return parse_class_lines(lines, source=path)
+
+
+def parse_vocabulary_string(text: str) -> Vocabulary:
+    """Parse a command-line vocabulary: ``"cat; dog; sofa, couch"`` (';' separates classes, ',' synonyms)."""
+    return parse_class_lines([entry for entry in text.split(";") if entry.strip()], source=f"vocabulary {text!r}")
+
+
+def atp_words() -> List[str]:
+    """The 80 augmented-text-prompt words shared by all datasets (spec Appendix A)."""
+    return list(read_class_names_file(ATP_WORDS_FILE).queries)

@@ -1,0 +1,138 @@
+"""Detectron2 adapter of the training-free CDAM segmentor (``cdam_d2.modeling.cdam``)."""
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY
+
+from ..cdam import CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, TextQueries, build_clip, load_templates
+from ..cdam.vocabulary import Vocabulary, read_class_names_file
+
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+
+
+@META_ARCH_REGISTRY.register()
+class CDAM(nn.Module):
+    """CDAM (ICLR 2025) on an open_clip ViT: evaluation only.
+
+    Input records: ``image`` (uint8 CHW RGB, resized by ``CDAMTestMapper``), ``height``/``width`` (original
+    size), ``meta`` = {"dataset_name": name}. Output: ``[{"sem_seg": Tensor[C, height, width]}]`` whose argmax
+    is the final prediction (entropy background threshold included).
+    """
+
+    @configurable
+    def __init__(self, *, segmentor: CDAMSegmentor, clip_model: nn.Module, text_embedder: TextEmbedder,
+                 pixel_mean, pixel_std, class_names_file: str = "", default_dataset: str = "",
+                 atp_vocabulary: Optional[Vocabulary] = None, text_autocast_dtype: Optional[torch.dtype] = None):
+        """
+        Args:
+            segmentor: plain-torch CDAM segmentor (its encoder wraps ``clip_model.visual``).
+            clip_model: open_clip CLIP model (text tower used through ``text_embedder``).
+            text_embedder: cached prompt-ensemble text encoder.
+            pixel_mean, pixel_std: per-channel normalization on the 0-255 scale (RGB).
+            class_names_file: name file used for every dataset when not empty (else dataset metadata).
+            default_dataset: dataset used for records without ``meta`` (DATASETS.TEST[0]).
+            atp_vocabulary: augmented text prompts appended to the class distributions (None = no ATP).
+            text_autocast_dtype: autocast dtype of text encoding on CUDA.
+        """
+        super().__init__()
+        self.segmentor = segmentor
+        self.clip_model = clip_model.requires_grad_(False)
+        self.text_embedder = text_embedder
+        self.class_names_file = class_names_file
+        self.default_dataset = default_dataset
+        self.atp_vocabulary = atp_vocabulary
+        self.text_autocast_dtype = text_autocast_dtype
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self._queries_by_dataset: Dict[str, TextQueries] = {}
+
+    @classmethod
+    def from_config(cls, cfg):
+        options = cfg.MODEL.CDAM
+        clip_model, tokenizer, identity = build_clip(options.CLIP_MODEL, options.CLIP_WEIGHTS,
+                                                     options.FORCE_QUICK_GELU, options.SEED)
+        if options.PRECISION not in AUTOCAST_DTYPES:
+            raise ValueError(f"MODEL.CDAM.PRECISION {options.PRECISION!r} is not one of {sorted(AUTOCAST_DTYPES)}")
+        if cfg.INPUT.FORMAT != "RGB":
+            raise ValueError(f"CDAM expects INPUT.FORMAT 'RGB' (CLIP statistics), got {cfg.INPUT.FORMAT!r}")
+        autocast_dtype = AUTOCAST_DTYPES[options.PRECISION]
+        encoder = DenseCLIPEncoder(clip_model.visual, options.BASE, options.GEM_DEPTH, options.NACLIP_SIGMA)
+        segmentor = CDAMSegmentor(
+            encoder, use_cdam=options.USE_CDAM, second_pass=options.SECOND_PASS, temperature=options.TEMPERATURE,
+            sharpen_temperature=options.SHARPEN_TEMPERATURE, scales=options.SCALES,
+            row_normalize=options.ROW_NORMALIZE, logit_scale=options.LOGIT_SCALE,
+            entropy_scale=options.ENTROPY_SCALE, alpha=options.ALPHA, threshold_default=options.THR_DEFAULT,
+            threshold_source=options.THRESHOLD_SOURCE, crop=options.SLIDE_CROP, stride=options.SLIDE_STRIDE,
+            window_batch=options.WINDOW_BATCH, chunk_elements=options.JS_CHUNK_ELEMENTS,
+            autocast_dtype=autocast_dtype)
+        text_embedder = TextEmbedder(clip_model, tokenizer, f"{identity}|{options.PRECISION}",
+                                     load_templates(options.TEMPLATES), options.TEXT_CACHE_DIR)
+        use_atp = options.USE_ATP and options.USE_CDAM
+        return {
+            "segmentor": segmentor,
+            "clip_model": clip_model,
+            "text_embedder": text_embedder,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "class_names_file": options.CLASS_NAMES_FILE,
+            "default_dataset": cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "",
+            "atp_vocabulary": read_class_names_file(options.ATP_FILE) if use_atp else None,
+            "text_autocast_dtype": autocast_dtype,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def text_queries(self, vocabulary: Vocabulary) -> TextQueries:
+        """Embed a vocabulary (and the ATP words) with the prompt ensemble (cached on disk)."""
+        autocast = self.text_autocast_dtype if self.device.type == "cuda" else None
+        dataset = self.text_embedder(vocabulary.queries, autocast)
+        if self.atp_vocabulary is None:
+            extra = dataset.new_zeros(0, dataset.shape[1])
+        else:
+            extra = self.text_embedder(self.atp_vocabulary.queries, autocast)
+        return TextQueries(dataset.to(self.device), extra.to(self.device), vocabulary.query_to_class,
+                           vocabulary.num_classes)
+
+    def dataset_queries(self, dataset_name: str) -> TextQueries:
+        """Text queries of a registered dataset (its metadata ``class_names_file``), cached per dataset."""
+        queries = self._queries_by_dataset.get(dataset_name)
+        if queries is None or queries.dataset.device != self.device:
+            metadata = MetadataCatalog.get(dataset_name)
+            names_file = self.class_names_file or metadata.get("class_names_file", None)
+            if not names_file:
+                raise ValueError(f"Dataset {dataset_name!r} has no `class_names_file` metadata; set "
+                                 f"MODEL.CDAM.CLASS_NAMES_FILE to a name file (one class per line)")
+            vocabulary = read_class_names_file(names_file)
+            classes = metadata.get("stuff_classes", None)
+            if classes is not None and len(classes) != vocabulary.num_classes:
+                raise ValueError(f"{names_file!r} lists {vocabulary.num_classes} classes but dataset "
+                                 f"{dataset_name!r} has {len(classes)} stuff_classes")
+            queries = self._queries_by_dataset[dataset_name] = self.text_queries(vocabulary)
+        return queries
+
+    @torch.no_grad()
+    def segment(self, image: torch.Tensor, height: int, width: int, queries: TextQueries) -> torch.Tensor:
+        """(3, H1, W1) uint8 RGB image -> (C, height, width) scores."""
+        normalized = (image.to(self.device).float() - self.pixel_mean) / self.pixel_std
+        return self.segmentor(normalized, (height, width), queries).scores
+
+    def forward(self, batched_inputs: List[dict]) -> List[Dict[str, torch.Tensor]]:
+        if self.training:
+            raise RuntimeError("CDAM is training-free: call model.eval() and run it with --eval-only "
+                               "(there is nothing to train)")
+        outputs = []
+        for record in batched_inputs:
+            dataset_name = record.get("meta", {}).get("dataset_name") or self.default_dataset
+            if not dataset_name:
+                raise ValueError("Input record has no meta['dataset_name'] and DATASETS.TEST is empty: "
+                                 "CDAM cannot choose class names")
+            image = record["image"]
+            height, width = record.get("height", image.shape[-2]), record.get("width", image.shape[-1])
+            outputs.append({"sem_seg": self.segment(image, height, width, self.dataset_queries(dataset_name))})
+        return outputs

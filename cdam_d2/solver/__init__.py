@@ -1,0 +1,47 @@
+"""ClusterCAM optimiser and LR schedule builders (called by the Trainer)."""
+import torch
+
+from .clustercam_schedule import ClusterCAMEpochScheduler, clustercam_epoch_lr
+
+__all__ = [
+    "build_clustercam_optimizer",
+    "build_clustercam_lr_scheduler",
+    "clustercam_param_groups",
+    "ClusterCAMEpochScheduler",
+    "clustercam_epoch_lr",
+]
+
+
+def clustercam_param_groups(model, weight_decay, decay_pos_and_cls=True):
+    """timm ``add_weight_decay`` split: no decay for 1-D tensors and biases; decay for the rest.
+
+    ``pos_embed`` and ``cls_token`` are decayed unless ``decay_pos_and_cls`` is False (the release
+    decays them because DataParallel hid timm's exemption, spec §7.12).
+    """
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        exempt = param.ndim <= 1 or name.endswith(".bias")
+        if not decay_pos_and_cls and name.endswith(("pos_embed", "cls_token")):
+            exempt = True
+        (no_decay if exempt else decay).append(param)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def build_clustercam_optimizer(cfg, model):
+    """AdamW over ``clustercam_param_groups``, lr = SOLVER.BASE_LR, wd = SOLVER.WEIGHT_DECAY, no clipping."""
+    solver = cfg.MODEL.CLUSTERCAM.SOLVER
+    groups = clustercam_param_groups(model, cfg.SOLVER.WEIGHT_DECAY, solver.WD_ON_POS_CLS)
+    return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(solver.BETAS), eps=solver.EPS)
+
+
+def build_clustercam_lr_scheduler(cfg, optimizer):
+    """Detectron2 ``LRMultiplier`` following the release's per-epoch LR (see ``clustercam_epoch_lr``)."""
+    from detectron2.solver import LRMultiplier
+
+    solver = cfg.MODEL.CLUSTERCAM.SOLVER
+    multiplier = ClusterCAMEpochScheduler(
+        cfg.SOLVER.BASE_LR, solver.EPOCHS, solver.ITERS_PER_EPOCH, cfg.SOLVER.MAX_ITER,
+        solver.WARMUP_EPOCHS, solver.WARMUP_LR, solver.MIN_LR)
+    return LRMultiplier(optimizer, multiplier, cfg.SOLVER.MAX_ITER)

@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""Write ClusterCAM pseudo-labels (or plain CAM label maps) of a dataset split as index PNGs.
+
+    python tools/export_pseudo_labels.py --config-file configs/clustercam_voc.yaml \
+        --dataset cdam_voc21_sem_seg_train_aug --output pseudo/voc MODEL.WEIGHTS model_final.pth
+
+Each image gets ``<output>/<image_id>.png`` (uint8: 0 background, c = class id, 255 ignore), computed at
+the original image size from its image-level labels: multi-scale flipped CAMs, min-max normalised,
+then (``--kind labels``, default) the background band + PAR refinement used in training, or
+(``--kind cam``) the plain argmax over [BG_THR; CAMs]. Finished files are skipped, so an interrupted
+run resumes; each file is written to a temporary name and then renamed.
+"""
+import argparse
+import logging
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+logger = logging.getLogger("cdam_d2.export_pseudo_labels")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--dataset", required=True, help="registered dataset name with image_labels")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--kind", choices=("labels", "cam"), default="labels")
+    parser.add_argument("--train-mode", action="store_true",
+                        help="compute CAMs with DropPath active (as in training); default: eval mode")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, e.g. MODEL.WEIGHTS path")
+    return parser.parse_args(argv)
+
+
+def setup_cfg(args):
+    from detectron2.config import get_cfg
+
+    from cdam_d2 import add_cdam_config
+
+    cfg = get_cfg()
+    add_cdam_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    if cfg.MODEL.META_ARCHITECTURE != "ClusterCAM":
+        raise ValueError(f"{args.config_file} is not a ClusterCAM config "
+                         f"(MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE})")
+    cfg.freeze()
+    return cfg
+
+
+def output_name(record):
+    image_id = record.get("image_id") or os.path.splitext(os.path.basename(record["file_name"]))[0]
+    return f"{image_id}.png"
+
+
+def write_png_atomically(label_map, path):
+    tmp_path = path + ".tmp"
+    Image.fromarray(label_map.astype(np.uint8), mode="L").save(tmp_path, format="PNG")
+    os.replace(tmp_path, path)
+
+
+def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
+    """Returns (written, skipped) counts."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import DatasetCatalog
+    from detectron2.modeling import build_model
+
+    from cdam_d2.data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
+    from cdam_d2.modeling.clustercam import cams_to_labels
+
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    else:
+        logger.warning("MODEL.WEIGHTS is empty: exporting labels of an untrained ClusterCAM head.")
+    model.eval()
+    mapper = ClusterCAMDatasetMapper(cfg, is_train=False)
+    records = DatasetCatalog.get(dataset_name)
+    os.makedirs(output_dir, exist_ok=True)
+    written = skipped = 0
+    for record in tqdm(records, desc=f"{kind} {dataset_name}"):
+        path = os.path.join(output_dir, output_name(record))
+        if os.path.exists(path):
+            skipped += 1
+            continue
+        if "image_labels" not in record:
+            raise KeyError(f"dataset '{dataset_name}' record {record['file_name']} has no image_labels")
+        image = model.normalize(mapper(record)["image"]).unsqueeze(0)
+        labels = model.multi_hot_labels([record])
+        with torch.no_grad():
+            if kind == "labels":
+                label_map = model.pseudo_labels(image, labels, train_mode=train_mode)[0]
+            else:
+                cams = model.class_activation_maps(image, labels, train_mode=train_mode)
+                label_map = cams_to_labels(cams, model.bg_thr)[0]
+        write_png_atomically(label_map.cpu().numpy(), path)
+        written += 1
+    return written, skipped
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(name="cdam_d2")
+    cfg = setup_cfg(args)
+    written, skipped = export(cfg, args.dataset, args.output, args.kind, args.train_mode)
+    logger.info("wrote %d label maps to %s (%d already present)", written, args.output, skipped)
+
+
+if __name__ == "__main__":
+    main()
