@@ -23,8 +23,10 @@ def run_tool(script, args, env):
 
 
 def iterations_logged(output_dir):
+    """Training records of metrics.json (evaluation records left out)."""
     with open(os.path.join(output_dir, "metrics.json")) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        records = [json.loads(line) for line in f if line.strip()]
+    return [r for r in records if "total_loss" in r]
 
 
 @requires_detectron2
@@ -44,18 +46,19 @@ class TestClusterCAMTrainNet(unittest.TestCase):
 
     def test_train_resume_eval_export(self):
         out = os.path.join(self.tmp.name, "single")
-        common = ["--config-file", TOY_CONFIG, "OUTPUT_DIR", out, "MODEL.DEVICE", "cpu"]
-        run_tool("train_net.py", [*common, "SOLVER.MAX_ITER", "4"], self.env)
+        config = ["--config-file", TOY_CONFIG]
+        common = ["OUTPUT_DIR", out, "MODEL.DEVICE", "cpu"]
+        run_tool("train_net.py", [*config, *common, "SOLVER.MAX_ITER", "4"], self.env)
         self.assertTrue(os.path.isfile(os.path.join(out, "model_final.pth")))
         records = iterations_logged(out)
         self.assertIn("loss_seg", records[-1])  # seg phase starts at iteration 2
         self.assertIn("clustercam/alpha_0", records[-1])
 
-        log = run_tool("train_net.py", [*common, "--resume", "SOLVER.MAX_ITER", "6"], self.env)
+        log = run_tool("train_net.py", [*config, "--resume", *common, "SOLVER.MAX_ITER", "6"], self.env)
         self.assertIn("Starting training from iteration 4", log)
         self.assertEqual(max(r["iteration"] for r in iterations_logged(out)), 5)
 
-        log = run_tool("train_net.py", [*common, "--eval-only", "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
+        log = run_tool("train_net.py", [*config, "--eval-only", *common, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
                                         "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "True"], self.env)
         match = re.search(r"copypaste: ([0-9.]+),", log.split("copypaste: mIoU")[-1])
         self.assertIsNotNone(match, log[-2000:])

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from cdam_d2.evaluation.metrics import (
+    argmax_labels,
     check_label_values,
     confusion_matrix,
     invalid_to_ignore,
@@ -57,6 +58,11 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(mmseg["mACC"], res["mACC"])
         with self.assertRaisesRegex(ValueError, "Unknown metric convention 'voc'"):
             segmentation_metrics(conf, NAMES, "voc")
+
+    def test_argmax_labels_matches_torch_including_ties(self):
+        scores = torch.randint(0, 3, (5, 7, 9)).float()  # many ties
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            self.assertTrue(torch.equal(argmax_labels(scores.to(dtype)), scores.argmax(0)))
 
     def test_label_value_checks(self):
         bad = torch.tensor([[0, 4], [7, 255]])

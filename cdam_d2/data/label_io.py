@@ -18,5 +18,5 @@ def read_label_map(path: str) -> np.ndarray:
                 f"index PNG (one of {_INDEX_MODES}). Colour-coded labels must be converted to "
                 "class indices first (see the tools/prepare_*.py scripts)."
             )
-        labels = np.asarray(image)
+        labels = np.array(image)
     return labels if labels.dtype == np.uint8 else labels.astype(np.int64)

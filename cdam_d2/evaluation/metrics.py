@@ -14,6 +14,17 @@ import torch.nn.functional as F
 CONVENTIONS = ("detectron2", "mmseg")
 
 
+def argmax_labels(scores: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) scores -> (H, W) labels, first maximum on ties (as ``torch.argmax``).
+
+    On CPU numpy's argmax over the leading axis is several times faster than torch's.
+    """
+    scores = scores.detach()
+    if scores.device.type == "cpu" and scores.dtype != torch.bfloat16:
+        return torch.from_numpy(np.argmax(scores.numpy(), axis=0))
+    return scores.argmax(dim=0)
+
+
 def check_label_values(gt: torch.Tensor, num_classes: int, ignore_label: int, source: str):
     """Raise if ``gt`` holds a value outside [0, C) other than ``ignore_label``."""
     invalid = (gt < 0) | (gt >= num_classes)

@@ -11,6 +11,7 @@ from detectron2.utils import comm
 
 from ..data.label_io import read_label_map
 from .metrics import (
+    argmax_labels,
     check_label_values,
     confusion_matrix,
     invalid_to_ignore,
@@ -76,8 +77,7 @@ class SemSegEvaluator(DatasetEvaluator):
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
-            scores = out["sem_seg"]
-            pred = scores.argmax(dim=0)
+            pred = argmax_labels(out["sem_seg"])
             gt_path = self._gt_file[inp["file_name"]]
             gt = torch.from_numpy(read_label_map(gt_path))
             if tuple(gt.shape) != tuple(pred.shape):

@@ -155,10 +155,13 @@ def build_clip(model_name: str = "ViT-B-16", weights: str = "openai", force_quic
                                  f"(see open_clip.list_models()) nor 'tiny:<name>'")
             model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=resolved.quick_gelu)
     if state_dict is not None:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        mismatch = f"MODEL.CDAM.CLIP_WEIGHTS {resolved.path!r} does not fit MODEL.CDAM.CLIP_MODEL {model_name!r}"
+        try:
+            missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        except RuntimeError as error:  # shape mismatches
+            raise ValueError(f"{mismatch}: {str(error)[:600]}") from error
         if missing or unexpected:
-            raise ValueError(f"MODEL.CDAM.CLIP_WEIGHTS {resolved.path!r} does not fit {model_name!r}: "
-                             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+            raise ValueError(f"{mismatch}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     identity = f"{resolved.identity}|seed{seed}" if resolved.path is None else resolved.identity
     if resolved.quick_gelu:
         identity += "|quickgelu"

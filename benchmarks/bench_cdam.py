@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Latency and peak memory of CDAM inference on one 448x597 image (2 windows), ViT-B/16 random weights.
+
+Rows: the base pass alone (MaskCLIP first pass), base + CDAM (this package), and a naive implementation in
+the released style (windows one at a time, KL-pair JS on materialised Q x N x N tensors, softmax + min-max,
+a per-head (N+1) x (N+1) buffer with one matmul per head). Also the CDAM map alone (fast vs naive).
+Each row runs in a fresh process. Peak memory: CUDA max_memory_allocated on GPU; on CPU the peak resident
+set size sampled every millisecond during the measured call, minus the size before it ("extra"), and the
+process total.
+
+    python benchmarks/bench_cdam.py [--device cpu|cuda] [--repeats 3]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+import torch.nn.functional as F
+
+HEIGHT, WIDTH = 448, 597
+NUM_DATASET, NUM_ATP = 21, 80
+ROWS = ("base", "base+cdam", "naive released-style", "cdam map (fast)", "cdam map (naive)")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Samples the resident set size in a thread while active."""
+
+    def __enter__(self):
+        self.start = self.peak = rss_bytes()
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def naive_js(probs):
+    """(Q, N) -> (N, N): the released KL-pair form on broadcast Q x N x N tensors."""
+    p_i, p_j = probs[:, :, None], probs[:, None, :]
+    mid = (p_i + p_j) / 2
+    return (0.5 * (p_i * (torch.log(p_i + 1e-8) - torch.log(mid + 1e-8))).sum(0)
+            + 0.5 * (p_j * (torch.log(p_j + 1e-8) - torch.log(mid + 1e-8))).sum(0))
+
+
+def naive_normalize(divergence, sharpen=0.1):
+    sim = 1 - divergence
+    sim = (sim - sim.min(1, keepdim=True)[0]) / (sim.max(1, keepdim=True)[0] - sim.min(1, keepdim=True)[0] + 1e-8)
+    attn = torch.softmax(sim / sharpen, dim=1)
+    return (attn - attn.min(1, keepdim=True)[0]) / (attn.max(1, keepdim=True)[0] - attn.min(1, keepdim=True)[0] + 1e-8)
+
+
+def naive_map(logits, scales=(0.25, 0.37, 0.5, 0.63, 0.75, 0.87)):
+    """(Q, g_h, g_w) -> (N, N) W, one window, released order of operations (fp32)."""
+    grid = logits.shape[-2:]
+    num = grid[0] * grid[1]
+    total = naive_normalize(naive_js(torch.softmax(logits.flatten(1) / 0.1, 0)))
+    for scale in scales:
+        small = (int(grid[0] * scale), int(grid[1] * scale))
+        small_logits = F.interpolate(logits[None], size=small, mode="bilinear", align_corners=False)[0]
+        js = naive_js(torch.softmax(small_logits.flatten(1) / 0.1, 0))
+        keys = F.interpolate(js.reshape(1, -1, *small), size=grid, mode="bilinear", align_corners=False)
+        keys = keys.reshape(-1, num).t().reshape(1, num, *small)
+        full = F.interpolate(keys, size=grid, mode="bilinear", align_corners=False).reshape(num, num).t()
+        total = total + naive_normalize(full)
+    return total / (1 + len(scales))
+
+
+def naive_segment(segmentor, image, text):
+    """Released-style pipeline: sequential windows, per-head buffer; returns merged logits."""
+    from cdam_d2.modeling.cdam.sliding_window import window_boxes
+
+    encoder = segmentor.encoder
+    block = encoder.blocks[-1]
+    heads = encoder.num_heads
+    boxes = window_boxes(HEIGHT, WIDTH, 448, 224)
+    canvas = torch.zeros(NUM_DATASET, HEIGHT, WIDTH, device=image.device)
+    count = torch.zeros(1, HEIGHT, WIDTH, device=image.device)
+    all_text = torch.cat([text.dataset, text.extra])
+    for y1, y2, x1, x2 in boxes:
+        state = encoder.forward_to_last_block(image[None, :, y1:y2, x1:x2])
+        first = encoder.first_pass(state)[0]
+        weights = naive_map((first @ all_text.t()).t().reshape(-1, *state.grid))
+        tokens = state.tokens[0]
+        buffer = torch.zeros(heads, tokens.shape[0], tokens.shape[0], device=image.device)
+        buffer[:, 1:, 1:] = weights
+        values = encoder._value(block, block.ln_1(tokens)).reshape(tokens.shape[0], heads, -1)
+        attended = torch.cat([buffer[h] @ values[:, h] for h in range(heads)], dim=1)
+        hidden = tokens + block.attn.out_proj(attended)
+        hidden = hidden + block.mlp(block.ln_2(hidden))
+        logits = encoder.project(hidden[None])[0] @ text.dataset.t()
+        logits = logits.t().reshape(1, NUM_DATASET, *state.grid)
+        canvas[:, y1:y2, x1:x2] += F.interpolate(logits, size=(y2 - y1, x2 - x1), mode="bilinear")[0]
+        count[:, y1:y2, x1:x2] += 1
+    return canvas / count
+
+
+def run_row(row, device, repeats):
+    """Measure one row in this process; returns a dict of figures."""
+    from cdam_d2.modeling.cdam import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip, cdam_attention
+
+    torch.manual_seed(0)
+    visual = build_clip("ViT-B-16", "random")[0].visual.to(device).eval()
+    segmentor = CDAMSegmentor(DenseCLIPEncoder(visual), use_cdam=row != "base")
+    embed_dim = visual.output_dim
+    text = TextQueries(F.normalize(torch.randn(NUM_DATASET, embed_dim, device=device), dim=-1),
+                       F.normalize(torch.randn(NUM_ATP, embed_dim, device=device), dim=-1),
+                       tuple(range(NUM_DATASET)), NUM_DATASET)
+    image = torch.randn(3, HEIGHT, WIDTH, device=device)
+    map_logits = 0.05 * torch.randn(2, NUM_DATASET + NUM_ATP, 28, 28, device=device)
+    calls = {
+        "base": lambda: segmentor(image, (375, 500), text),
+        "base+cdam": lambda: segmentor(image, (375, 500), text),
+        "naive released-style": lambda: naive_segment(segmentor, image, text),
+        "cdam map (fast)": lambda: cdam_attention(map_logits),
+        "cdam map (naive)": lambda: [naive_map(window) for window in map_logits],
+    }
+    call = calls[row]
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    with torch.no_grad():
+        if device == "cuda":
+            call()  # warm-up (kernels, allocator)
+            synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base_memory = torch.cuda.memory_allocated()
+            call()
+            synchronize()
+            extra = torch.cuda.max_memory_allocated() - base_memory
+            total = torch.cuda.max_memory_allocated()
+        else:
+            with PeakRSS() as peak:  # first call: fresh process, nothing cached by the allocator yet
+                call()
+            extra, total = peak.peak - peak.start, peak.peak
+        times = []
+        for _ in range(repeats):
+            synchronize()
+            start = time.perf_counter()
+            call()
+            synchronize()
+            times.append(time.perf_counter() - start)
+    return {"row": row, "latency_s": statistics.median(times), "extra_mib": extra / 2 ** 20,
+            "total_mib": total / 2 ** 20}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)  # internal: one row per process
+    args = parser.parse_args()
+    if args.row:
+        print(json.dumps(run_row(args.row, args.device, args.repeats)))
+        return
+    results = {}
+    for row in ROWS:
+        done = subprocess.run([sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
+                               "--row", row], capture_output=True, text=True, check=True)
+        results[row] = json.loads(done.stdout.strip().splitlines()[-1])
+    base, cdam, naive = results["base"], results["base+cdam"], results["naive released-style"]
+    fast_map, naive_map_row = results["cdam map (fast)"], results["cdam map (naive)"]
+    print(f"device: {args.device}, threads: {torch.get_num_threads()}, image {HEIGHT}x{WIDTH} (2 windows), "
+          f"ViT-B/16, Q = {NUM_DATASET} + {NUM_ATP} ATP, median of {args.repeats}")
+    print("| row | latency per image (s) | peak extra memory (MiB) | peak total (MiB) |")
+    print("|---|---|---|---|")
+    for row in ROWS:
+        r = results[row]
+        print(f"| {row} | {r['latency_s']:.3f} | {r['extra_mib']:.0f} | {r['total_mib']:.0f} |")
+    print(f"CDAM overhead over the base pass: {100 * (cdam['latency_s'] / base['latency_s'] - 1):.1f}%")
+    print(f"full pipeline, naive / fast: {naive['latency_s'] / cdam['latency_s']:.2f}x time, "
+          f"{naive['extra_mib'] / max(cdam['extra_mib'], 1e-9):.2f}x extra memory")
+    print(f"CDAM map alone, naive / fast: {naive_map_row['latency_s'] / fast_map['latency_s']:.2f}x time, "
+          f"{naive_map_row['extra_mib'] / max(fast_map['extra_mib'], 1e-9):.2f}x extra memory")
+
+
+if __name__ == "__main__":
+    main()
