@@ -184,6 +184,13 @@ class TestPipelineMatchesReference(unittest.TestCase):
         self.assertLessEqual((ref_merged - result.logits).abs().max().item(), 1e-4)
         self.assertAlmostEqual(released_threshold * split_alpha / 2.5, result.threshold,
                                delta=1e-4 * result.threshold)
+        # the fp32 fast path (as run on CPU) stays within the same tolerance of the fp64 reference
+        visual32 = copy.deepcopy(self.visual).float()
+        text32 = TextQueries(self.dataset_text.float(), self.atp_text.float(), tuple(range(6)), 6)
+        with torch.no_grad():
+            result32 = CDAMSegmentor(DenseCLIPEncoder(visual32), crop=crop, stride=stride)(image.float(), output_size,
+                                                                                          text32)
+        self.assertLessEqual((ref_merged - result32.logits.double()).abs().max().item(), 1e-4)
 
     def test_square_one_window(self):
         self.check((64, 64), (50, 50), crop=64, stride=32)

@@ -37,7 +37,7 @@ def add_cdam_keys(cfg):
     cdam.SHARPEN_TEMPERATURE = 0.1  # P of the row softmax
     cdam.SCALES = (0.25, 0.37, 0.5, 0.63, 0.75, 0.87)
     cdam.ROW_NORMALIZE = False  # ablation only; the release does not normalize rows
-    cdam.JS_CHUNK_ELEMENTS = 2 ** 23  # memory bound of the pair-wise JS chunks
+    cdam.JS_CHUNK_ELEMENTS = 2 ** 20  # pair sums per JS chunk (bounds the extra memory)
 
     # Prediction and entropy-based background threshold (spec §4).
     cdam.LOGIT_SCALE = 50.0

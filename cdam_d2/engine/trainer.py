@@ -85,14 +85,16 @@ class Trainer(DefaultTrainer):
         if _meta_arch(cfg) == "CDAM":
             from ..data.mappers.cdam_test_mapper import CDAMTestMapper
 
-            mapper = CDAMTestMapper(cfg)
-        elif _meta_arch(cfg) == "ClusterCAM":
+            return build_detection_test_loader(cfg, dataset_name, mapper=CDAMTestMapper(cfg))
+        if _meta_arch(cfg) == "ClusterCAM":
             from ..data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
 
-            mapper = ClusterCAMDatasetMapper(cfg, is_train=False)
-        else:
-            return super().build_test_loader(cfg, dataset_name)
-        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+            # Several images per batch let the model run their dense CRFs in parallel workers.
+            return build_detection_test_loader(
+                cfg, dataset_name, mapper=ClusterCAMDatasetMapper(cfg, is_train=False),
+                batch_size=cfg.MODEL.CLUSTERCAM.TEST.IMS_PER_BATCH,
+            )
+        return super().build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 EPS = 1e-8
 DEFAULT_SCALES = (0.25, 0.37, 0.5, 0.63, 0.75, 0.87)
-# Elements of one chunk of pair sums (B x Q x rows x N); 2**23 fp32 = 32 MiB, plus one temporary of that size.
-DEFAULT_CHUNK_ELEMENTS = 2 ** 23
+TINY = 1e-30  # probability floor of the JS logs
+# Pair sums per chunk (B x Q x rows x columns): 2**20 fp32 = 4 MiB, plus one temporary of that size.
+DEFAULT_CHUNK_ELEMENTS = 2 ** 20
 
 
 def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
@@ -24,32 +25,36 @@ def class_distributions(logits: torch.Tensor, temperature: float) -> torch.Tenso
     return torch.softmax(at_least_fp32(logits) / temperature, dim=1)
 
 
-def js_divergence(probs: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, eps: float = EPS) -> torch.Tensor:
-    """Jensen-Shannon divergence between all patch pairs (spec §3.2, natural log, with the released eps).
+def js_divergence(probs: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+    """Jensen-Shannon divergence between all patch pairs (spec §3.2, natural log).
 
-    Uses the entropy form JS_ij = H_eps(m_ij) - (H_eps(p_i) + H_eps(p_j)) / 2 with H_eps(x) = -sum x ln(x + eps).
-    Writing s = p_i + p_j = 2 m: sum_c m ln(m + eps) = (sum_c s ln(s + 2 eps) - ln2 * sum_c s) / 2, so only
-    sum_c s ln(s + 2 eps) needs pair-wise work. It is computed for the upper triangle in chunks of query rows
-    (at most ``chunk_elements`` pair sums at a time) and mirrored, which also makes the result exactly symmetric.
+    Uses the entropy form JS_ij = H(m_ij) - (H(p_i) + H(p_j)) / 2 with H(x) = -sum_c x ln x. Writing
+    s = p_i + p_j = 2 m: sum_c m ln m = (sum_c s ln s - ln2 * sum_c s) / 2, so only sum_c s ln s needs pair-wise
+    work: one log per pair and class. It is computed for the upper triangle in chunks of query rows (about
+    ``chunk_elements`` pair sums at a time, so no Q x N x N tensor exists) and mirrored, which also makes the
+    result exactly symmetric. The released eps (1e-8 inside every log) is left out: its first-order effects
+    cancel between the three entropies (differences ~1e-7, spec §7.2); probabilities are clamped to 1e-30 so
+    that 0 ln 0 = 0.
 
     Args:
         probs: (B, Q, N) class distributions (columns sum to 1).
     Returns:
-        (B, N, N) fp32, symmetric, zero diagonal, clamped to >= 0.
+        (B, N, N) fp32 (fp64 for fp64 input), symmetric, zero diagonal, clamped to >= 0.
     """
-    probs = at_least_fp32(probs)
+    probs = at_least_fp32(probs).clamp_min(TINY)
     batch, queries, num = probs.shape
-    # r_i = sum_c p_i ln(p_i + eps) + ln2 * sum_c p_i, so that JS_ij = (r_i + r_j - cross_ij) / 2
-    row_term = (probs * torch.log(probs + eps)).sum(1) + math.log(2.0) * probs.sum(1)
+    # r_i = sum_c p_i ln p_i + ln2 * sum_c p_i, so that JS_ij = (r_i + r_j - cross_ij) / 2
+    row_term = (probs * torch.log(probs)).sum(1) + math.log(2.0) * probs.sum(1)
     divergence = torch.empty(batch, num, num, dtype=probs.dtype, device=probs.device)
-    rows_per_chunk = max(1, chunk_elements // max(1, batch * queries * num))
-    for start in range(0, num, rows_per_chunk):
-        stop = min(num, start + rows_per_chunk)
+    start = 0
+    while start < num:
+        stop = min(num, start + max(1, chunk_elements // (batch * queries * (num - start))))
         pair_sum = probs[:, :, start:stop, None] + probs[:, :, None, start:]  # (B, Q, rows, N - start)
-        cross = pair_sum.add(2 * eps).log_().mul_(pair_sum).sum(1)  # (B, rows, N - start)
+        cross = torch.log(pair_sum).mul_(pair_sum).sum(1)  # (B, rows, N - start)
         block = 0.5 * (row_term[:, start:stop, None] + row_term[:, None, start:] - cross)
         divergence[:, start:stop, start:] = block
         divergence[:, start:, start:stop] = block.transpose(1, 2)
+        start = stop
     divergence.clamp_(min=0)
     divergence.diagonal(dim1=1, dim2=2).zero_()
     return divergence
@@ -66,10 +71,9 @@ def normalized_affinity(divergence: torch.Tensor, sharpen_temperature: float, ep
     Returns:
         (B, N, N) in [0, 1].
     """
-    row_max = divergence.amax(dim=-1, keepdim=True)
-    row_min = divergence.amin(dim=-1, keepdim=True)
-    similarity = (row_max - divergence) / (row_max - row_min + eps)
-    return torch.expm1(similarity / sharpen_temperature) / math.expm1(1.0 / sharpen_temperature)
+    row_min, row_max = torch.aminmax(divergence, dim=-1, keepdim=True)
+    inverse_scale = 1.0 / (sharpen_temperature * (row_max - row_min + eps))
+    return torch.sub(row_max, divergence).mul_(inverse_scale).expm1_().mul_(1.0 / math.expm1(1.0 / sharpen_temperature))
 
 
 def scaled_grid(grid: Tuple[int, int], scale: float) -> Tuple[int, int]:
@@ -78,17 +82,17 @@ def scaled_grid(grid: Tuple[int, int], scale: float) -> Tuple[int, int]:
 
 
 def upsample_divergence(divergence: torch.Tensor, small_grid: Tuple[int, int], grid: Tuple[int, int]) -> torch.Tensor:
-    """(B, N_s, N_s) -> (B, N, N) with two bilinear passes: keys (columns) first, then queries (rows).
+    """(B, N_s, N_s) symmetric -> (B, N, N) with two bilinear passes: keys (columns) first, then queries (rows).
 
     Equals U J U^T with U the bilinear (align_corners=False, no antialias) interpolation matrix (spec §3.4).
+    The second pass yields (U J U^T)^T, which is returned as is: J (hence the result) is symmetric.
     """
     batch, num_small, _ = divergence.shape
     num = grid[0] * grid[1]
     keys_up = F.interpolate(divergence.reshape(batch, num_small, *small_grid), size=grid, mode="bilinear",
                             align_corners=False).reshape(batch, num_small, num)
     by_key = keys_up.transpose(1, 2).reshape(batch, num, *small_grid)
-    both_up = F.interpolate(by_key, size=grid, mode="bilinear", align_corners=False).reshape(batch, num, num)
-    return both_up.transpose(1, 2)
+    return F.interpolate(by_key, size=grid, mode="bilinear", align_corners=False).reshape(batch, num, num)
 
 
 def cdam_attention(logits: torch.Tensor, temperature: float = 0.1, sharpen_temperature: float = 0.1,
@@ -103,11 +107,11 @@ def cdam_attention(logits: torch.Tensor, temperature: float = 0.1, sharpen_tempe
     """
     logits = at_least_fp32(logits)
     grid = tuple(logits.shape[-2:])
-    total = normalized_affinity(js_divergence(class_distributions(logits.flatten(2), temperature),
-                                              chunk_elements, eps), sharpen_temperature, eps)
+    probs = class_distributions(logits.flatten(2), temperature)
+    total = normalized_affinity(js_divergence(probs, chunk_elements), sharpen_temperature, eps)
     for scale in scales:
         small_grid = scaled_grid(grid, scale)
         small_logits = F.interpolate(logits, size=small_grid, mode="bilinear", align_corners=False)
-        small_js = js_divergence(class_distributions(small_logits.flatten(2), temperature), chunk_elements, eps)
+        small_js = js_divergence(class_distributions(small_logits.flatten(2), temperature), chunk_elements)
         total += normalized_affinity(upsample_divergence(small_js, small_grid, grid), sharpen_temperature, eps)
-    return total / (1 + len(scales))
+    return total.mul_(1.0 / (1 + len(scales)))

@@ -140,6 +140,8 @@ def build_clip(model_name: str = "ViT-B-16", weights: str = "openai", force_quic
     import open_clip
 
     resolved = resolve_clip_weights(model_name, weights, force_quick_gelu, cache_dir)
+    logger.info("CLIP %s: weights %s%s", model_name, resolved.path or f"random (seed {seed})",
+                ", QuickGELU" if resolved.quick_gelu else "")
     state_dict = load_clip_state_dict(resolved.path) if resolved.path else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # random weights are reproducible, so cached text embeddings stay valid

@@ -3,7 +3,6 @@
 Shapes: B images, T = N + 1 tokens (CLS first, then the g_h x g_w patch grid row-major), D = width,
 H heads of size d = D / H, E = joint embedding size.
 """
-import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 

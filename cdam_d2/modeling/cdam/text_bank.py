@@ -72,6 +72,8 @@ class TextEmbedder:
             if cached.get("names") == names and cached.get("templates") == self.templates:
                 return cached["embeddings"].to(device)
             logger.warning("Ignoring text-embedding cache %s: it belongs to other names/templates", path)
+        logger.info("Encoding %d text queries x %d templates%s", len(names), len(self.templates),
+                    f" (cached in {path})" if path else "")
         embeddings = self._encode(names, device, autocast_dtype)
         if path:
             os.makedirs(self.cache_dir, exist_ok=True)

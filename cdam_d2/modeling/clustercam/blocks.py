@@ -37,7 +37,8 @@ def _multi_head_attention(tokens, qkv_layer, num_heads):
     batch, length, dim = tokens.shape
     qkv = qkv_layer(tokens).reshape(batch, length, 3, num_heads, dim // num_heads)
     query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    weights = (query @ key.transpose(-2, -1) * (dim // num_heads) ** -0.5).softmax(dim=-1)
+    # Scaling the queries (T x d) is cheaper than scaling the T x T logits.
+    weights = (query * (dim // num_heads) ** -0.5 @ key.transpose(-2, -1)).softmax(dim=-1)
     output = (weights @ value).transpose(1, 2).reshape(batch, length, dim)
     return output, weights
 

@@ -1,5 +1,4 @@
 """ClusterCAM losses (spec §2.5)."""
-import torch
 from torch.nn import functional as F
 
 from .pseudo_labels import IGNORE_LABEL
