@@ -4,9 +4,10 @@
 Rows: the base pass alone (MaskCLIP first pass), base + CDAM (this package), and a naive implementation in
 the released style (windows one at a time, KL-pair JS on materialised Q x N x N tensors, softmax + min-max,
 a per-head (N+1) x (N+1) buffer with one matmul per head). Also the CDAM map alone (fast vs naive).
-Each row runs in a fresh process. Peak memory: CUDA max_memory_allocated on GPU; on CPU the peak resident
-set size sampled every millisecond during the measured call, minus the size before it ("extra"), and the
-process total.
+Latency: best of --repeats, all rows interleaved in one process (so load changes hit all rows alike).
+Peak memory: one call per row in a fresh process; CUDA max_memory_allocated on GPU; on CPU the peak resident
+set size sampled every millisecond during the call, minus the size before it ("extra"), and the process total
+(glibc is told to return every allocation of 64 KiB or more on free, so the RSS follows the live tensors).
 
     python benchmarks/bench_cdam.py [--device cpu|cuda] [--repeats 3]
 """
@@ -112,81 +113,93 @@ def naive_segment(segmentor, image, text):
     return canvas / count
 
 
-def run_row(row, device, repeats):
-    """Measure one row in this process; returns a dict of figures."""
+def build_calls(device):
+    """One callable per row, sharing one random ViT-B/16 and random text embeddings."""
     from cdam_d2.modeling.cdam import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip, cdam_attention
 
     torch.manual_seed(0)
     visual = build_clip("ViT-B-16", "random")[0].visual.to(device).eval()
-    segmentor = CDAMSegmentor(DenseCLIPEncoder(visual), use_cdam=row != "base")
+    base = CDAMSegmentor(DenseCLIPEncoder(visual), use_cdam=False)
+    cdam = CDAMSegmentor(DenseCLIPEncoder(visual))
     embed_dim = visual.output_dim
     text = TextQueries(F.normalize(torch.randn(NUM_DATASET, embed_dim, device=device), dim=-1),
                        F.normalize(torch.randn(NUM_ATP, embed_dim, device=device), dim=-1),
                        tuple(range(NUM_DATASET)), NUM_DATASET)
     image = torch.randn(3, HEIGHT, WIDTH, device=device)
     map_logits = 0.05 * torch.randn(2, NUM_DATASET + NUM_ATP, 28, 28, device=device)
-    calls = {
-        "base": lambda: segmentor(image, (375, 500), text),
-        "base+cdam": lambda: segmentor(image, (375, 500), text),
-        "naive released-style": lambda: naive_segment(segmentor, image, text),
+    return {
+        "base": lambda: base(image, (375, 500), text),
+        "base+cdam": lambda: cdam(image, (375, 500), text),
+        "naive released-style": lambda: naive_segment(cdam, image, text),
         "cdam map (fast)": lambda: cdam_attention(map_logits),
         "cdam map (naive)": lambda: [naive_map(window) for window in map_logits],
     }
-    call = calls[row]
+
+
+@torch.no_grad()
+def measure_memory(row, device):
+    """Peak memory of one call of ``row`` in this (fresh) process, in MiB: (extra over before, total)."""
+    call = build_calls(device)[row]
+    if device == "cuda":
+        call()  # warm-up (kernels, allocator)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        call()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2 ** 20, torch.cuda.max_memory_allocated() / 2 ** 20
+    with PeakRSS() as peak:  # first call: nothing cached by the allocator yet
+        call()
+    return (peak.peak - peak.start) / 2 ** 20, peak.peak / 2 ** 20
+
+
+@torch.no_grad()
+def measure_latency(device, repeats):
+    """Best-of-``repeats`` seconds per row; rows interleaved so that load changes hit all rows alike."""
+    calls = build_calls(device)
     synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    with torch.no_grad():
-        if device == "cuda":
-            call()  # warm-up (kernels, allocator)
-            synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base_memory = torch.cuda.memory_allocated()
-            call()
-            synchronize()
-            extra = torch.cuda.max_memory_allocated() - base_memory
-            total = torch.cuda.max_memory_allocated()
-        else:
-            with PeakRSS() as peak:  # first call: fresh process, nothing cached by the allocator yet
-                call()
-            extra, total = peak.peak - peak.start, peak.peak
-        times = []
-        for _ in range(repeats):
+    for call in calls.values():
+        call()  # warm-up
+    times = {row: [] for row in calls}
+    for _ in range(repeats):
+        for row, call in calls.items():
             synchronize()
             start = time.perf_counter()
             call()
             synchronize()
-            times.append(time.perf_counter() - start)
-    return {"row": row, "latency_s": min(times), "extra_mib": extra / 2 ** 20,
-            "total_mib": total / 2 ** 20}
+            times[row].append(time.perf_counter() - start)
+    return {row: min(values) for row, values in times.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)  # internal: one row per process
+    parser.add_argument("--memory-row", choices=ROWS, help=argparse.SUPPRESS)  # internal: one row per process
     args = parser.parse_args()
-    if args.row:
-        print(json.dumps(run_row(args.row, args.device, args.repeats)))
+    if args.memory_row:
+        print(json.dumps(measure_memory(args.memory_row, args.device)))
         return
-    results = {}
+    memory = {}
     for row in ROWS:
-        done = subprocess.run([sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
-                               "--row", row], capture_output=True, text=True, check=True)
-        results[row] = json.loads(done.stdout.strip().splitlines()[-1])
-    base, cdam, naive = results["base"], results["base+cdam"], results["naive released-style"]
-    fast_map, naive_map_row = results["cdam map (fast)"], results["cdam map (naive)"]
+        # glibc: allocations >= 64 KiB are mmap-ed and returned on free, so the RSS follows live tensors
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        done = subprocess.run([sys.executable, __file__, "--device", args.device, "--memory-row", row],
+                              capture_output=True, text=True, check=True, env=env)
+        memory[row] = json.loads(done.stdout.strip().splitlines()[-1])
+    latency = measure_latency(args.device, args.repeats)
     print(f"device: {args.device}, threads: {torch.get_num_threads()}, image {HEIGHT}x{WIDTH} (2 windows), "
-          f"ViT-B/16, Q = {NUM_DATASET} + {NUM_ATP} ATP, best of {args.repeats}, load average {os.getloadavg()[0]:.1f}")
+          f"ViT-B/16, Q = {NUM_DATASET} + {NUM_ATP} ATP, best of {args.repeats} (rows interleaved), "
+          f"load average {os.getloadavg()[0]:.1f}")
     print("| row | latency per image (s) | peak extra memory (MiB) | peak total (MiB) |")
     print("|---|---|---|---|")
     for row in ROWS:
-        r = results[row]
-        print(f"| {row} | {r['latency_s']:.3f} | {r['extra_mib']:.0f} | {r['total_mib']:.0f} |")
-    print(f"CDAM overhead over the base pass: {100 * (cdam['latency_s'] / base['latency_s'] - 1):.1f}%")
-    print(f"full pipeline, naive / this: {naive['latency_s'] / cdam['latency_s']:.2f}x time, "
-          f"{naive['extra_mib'] / max(cdam['extra_mib'], 1e-9):.2f}x extra memory")
-    print(f"CDAM map alone, naive / this: {naive_map_row['latency_s'] / fast_map['latency_s']:.2f}x time, "
-          f"{naive_map_row['extra_mib'] / max(fast_map['extra_mib'], 1e-9):.2f}x extra memory")
+        print(f"| {row} | {latency[row]:.3f} | {memory[row][0]:.0f} | {memory[row][1]:.0f} |")
+    print(f"CDAM overhead over the base pass: {100 * (latency['base+cdam'] / latency['base'] - 1):.1f}%")
+    print(f"full pipeline, naive / this: {latency['naive released-style'] / latency['base+cdam']:.2f}x time, "
+          f"{memory['naive released-style'][0] / memory['base+cdam'][0]:.2f}x extra memory")
+    print(f"CDAM map alone, naive / this: {latency['cdam map (naive)'] / latency['cdam map (fast)']:.2f}x time, "
+          f"{memory['cdam map (naive)'][0] / memory['cdam map (fast)'][0]:.2f}x extra memory")
 
 if __name__ == "__main__":
     main()

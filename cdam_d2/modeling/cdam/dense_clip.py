@@ -168,11 +168,12 @@ class DenseCLIPEncoder(nn.Module):
         gem_start = len(self.blocks) - self.gem_depth
         gem_tokens = None
         for index, block in enumerate(self.blocks[:-1]):
-            if self.base == "gem" and index >= gem_start:
-                gem_tokens = tokens if gem_tokens is None else gem_tokens
+            if self.base == "gem" and index == gem_start:
+                gem_tokens = tokens  # the GEM path starts from the input of its first block
+            if gem_tokens is not None:
                 gem_tokens = gem_tokens + self._gem_attention(block, tokens)
             tokens = self._run_block(block, tokens)
-        if self.base == "gem" and gem_tokens is None:
+        if self.base == "gem" and gem_tokens is None:  # gem_depth 1: the path is the last block only
             gem_tokens = tokens
         return StreamState(tokens, grid, gem_tokens)
 

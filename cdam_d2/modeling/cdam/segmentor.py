@@ -100,8 +100,9 @@ class CDAMSegmentor(nn.Module):
 
     def attention_map(self, first_logits: torch.Tensor) -> torch.Tensor:
         """(B, Q, g_h, g_w) first-pass logits over all queries -> (B, N, N) fp32 CDAM map W."""
-        weights = cdam_attention(first_logits, self.temperature, self.sharpen_temperature, self.scales,
-                                 self.chunk_elements)
+        with torch.autocast(first_logits.device.type, enabled=False):  # fp32 even inside an outer autocast
+            weights = cdam_attention(first_logits, self.temperature, self.sharpen_temperature, self.scales,
+                                     self.chunk_elements)
         if self.row_normalize:
             weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(EPS)
         return weights
