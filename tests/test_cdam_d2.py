@@ -23,15 +23,9 @@ def one_template_file(folder):
 
 
 def toy_cfg(*opts):
-    from detectron2.config import get_cfg
+    from cdam_d2.engine import load_cfg
 
-    from cdam_d2 import add_cdam_config
-
-    cfg = get_cfg()
-    add_cdam_config(cfg)
-    cfg.merge_from_file(TOY_CONFIG)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
-    return cfg
+    return load_cfg(TOY_CONFIG, ["MODEL.DEVICE", "cpu", *opts])[0]
 
 
 @requires_detectron2

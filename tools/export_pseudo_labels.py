@@ -35,16 +35,11 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args):
-    from detectron2.config import get_cfg
+    from cdam_d2.engine import load_cfg
 
-    from cdam_d2 import add_cdam_config
-
-    cfg = get_cfg()
-    add_cdam_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cfg, fallbacks = load_cfg(args.config_file, args.opts)
+    for message in fallbacks:
+        print(f"Warning: {message}")
     if cfg.MODEL.META_ARCHITECTURE != "ClusterCAM":
         raise ValueError(f"{args.config_file} is not a ClusterCAM config "
                          f"(MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE})")

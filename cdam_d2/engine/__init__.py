@@ -1,4 +1,4 @@
-from .cli import main, setup
+from .cli import load_cfg, main, setup
 from .trainer import Trainer
 
-__all__ = ["Trainer", "main", "setup"]
+__all__ = ["Trainer", "load_cfg", "main", "setup"]

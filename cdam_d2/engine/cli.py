@@ -17,12 +17,16 @@ from .trainer import Trainer
 logger = logging.getLogger("cdam_d2")
 
 
-def setup(args):
-    """Config from ``args.config_file`` + ``args.opts``, adapted to the machine, frozen."""
+def load_cfg(config_file, opts=()):
+    """``get_cfg`` + :func:`add_cdam_config` + the file + ``opts``, adapted to this machine.
+
+    Returns the (unfrozen) config and the list of fallbacks applied (no CUDA -> CPU; AMP off on
+    CPU), for the caller to log.
+    """
     cfg = get_cfg()
     add_cdam_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
     fallbacks = []
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
@@ -30,6 +34,12 @@ def setup(args):
     if cfg.MODEL.DEVICE == "cpu" and cfg.SOLVER.AMP.ENABLED:
         cfg.SOLVER.AMP.ENABLED = False
         fallbacks.append("AMP needs CUDA: SOLVER.AMP.ENABLED set to False")
+    return cfg, fallbacks
+
+
+def setup(args):
+    """Config from ``args.config_file`` + ``args.opts``, adapted to the machine, frozen."""
+    cfg, fallbacks = load_cfg(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cdam_d2")

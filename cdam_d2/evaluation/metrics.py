@@ -17,12 +17,10 @@ CONVENTIONS = ("detectron2", "mmseg")
 def argmax_labels(scores: torch.Tensor) -> torch.Tensor:
     """(C, H, W) scores -> (H, W) labels, first maximum on ties (as ``torch.argmax``).
 
-    On CPU numpy's argmax over the leading axis is several times faster than torch's.
+    ``max(dim=0).indices`` gives the same labels, and on CPU it is several times faster than
+    ``argmax(dim=0)``, which dominated the evaluation time per image.
     """
-    scores = scores.detach()
-    if scores.device.type == "cpu" and scores.dtype != torch.bfloat16:
-        return torch.from_numpy(np.argmax(scores.numpy(), axis=0))
-    return scores.argmax(dim=0)
+    return scores.detach().max(dim=0).indices
 
 
 def check_label_values(gt: torch.Tensor, num_classes: int, ignore_label: int, source: str):

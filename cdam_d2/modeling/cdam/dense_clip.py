@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..pos_embed import resample_patch_positions
+
 BASE_VARIANTS = ("clip", "maskclip", "sclip", "clearclip", "gem", "naclip")
 SECOND_PASS_MODES = ("released", "base")
 # Bases whose last block drops the residual and the FFN (ClearCLIP, NACLIP: "reduced" block).
@@ -87,11 +89,7 @@ class DenseCLIPEncoder(nn.Module):
         trained_grid = tuple(self.visual.grid_size)
         if tuple(grid) == trained_grid:
             return table
-        patch_rows = table[1:].reshape(1, trained_grid[0], trained_grid[1], -1).permute(0, 3, 1, 2)
-        scale = ((grid[0] + 0.1) / trained_grid[0], (grid[1] + 0.1) / trained_grid[1])
-        resized = F.interpolate(patch_rows.float(), scale_factor=scale, mode="bicubic", align_corners=False)
-        assert tuple(resized.shape[-2:]) == tuple(grid), (resized.shape, grid)
-        return torch.cat([table[:1].float(), resized.flatten(2)[0].t()]).to(table.dtype)
+        return torch.cat([table[:1], resample_patch_positions(table[1:], trained_grid, grid)])
 
     def embed(self, images: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """(B, 3, h, w) normalized images -> (B, T, D) tokens after ``ln_pre``, and the grid."""

@@ -5,30 +5,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..pos_embed import resample_patch_positions
 from .blocks import ClusterBlock
 
 __all__ = ["ClusterCAMNet", "LargeFOV", "interpolate_patch_pos_embed"]
 
 
 def interpolate_patch_pos_embed(patch_pos, grid_size):
-    """Resample a square patch position grid with the release's scale-factor rule (spec §1.2).
-
-    Args:
-        patch_pos: (1, g*g, C) stored patch position embeddings.
-        grid_size: (Hp, Wp) target patch grid.
-
-    Returns:
-        (1, Hp*Wp, C). Bicubic, align_corners=False, scale factors ((Hp+0.1)/g, (Wp+0.1)/g); the
-        scale-factor form (not an explicit size) decides the sampling positions.
-    """
+    """(1, g*g, C) stored square patch position grid -> (1, Hp*Wp, C) for ``grid_size`` (spec §1.2)."""
     side = math.isqrt(patch_pos.shape[1])
-    dim = patch_pos.shape[2]
-    grid = patch_pos.reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    scale = ((grid_size[0] + 0.1) / side, (grid_size[1] + 0.1) / side)
-    grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", align_corners=False)
-    if tuple(grid.shape[-2:]) != tuple(grid_size):
-        raise RuntimeError(f"position grid resampled to {tuple(grid.shape[-2:])}, expected {grid_size}")
-    return grid.permute(0, 2, 3, 1).reshape(1, -1, dim)
+    return resample_patch_positions(patch_pos[0], (side, side), grid_size)[None]
 
 
 class LargeFOV(nn.Module):
