@@ -150,6 +150,24 @@ class RegistrationTest(unittest.TestCase):
             self.assertEqual(meta.ignore_label, 255)
             self.assertEqual(meta.evaluator_type, "sem_seg")
 
+    def test_explicit_root_repoints_registered_names(self):
+        import cdam_d2
+        from detectron2.data import DatasetCatalog, MetadataCatalog
+
+        from cdam_d2.data.datasets import default_datasets_root
+
+        with tempfile.TemporaryDirectory() as root:
+            counts = make_toy_datasets(root)
+            try:
+                cdam_d2.register_all_cdam_datasets(root)
+                records = DatasetCatalog.get("cdam_coco_object_sem_seg_val")
+                self.assertEqual(len(records), counts["cdam_coco_object_sem_seg_val"])
+                self.assertTrue(records[0]["file_name"].startswith(root))
+                self.assertTrue(MetadataCatalog.get("cdam_voc21_sem_seg_val").image_root.startswith(root))
+            finally:
+                cdam_d2.register_all_cdam_datasets(default_datasets_root())
+        self.assertFalse(MetadataCatalog.get("cdam_voc21_sem_seg_val").image_root.startswith(root))
+
     def test_registered_loader_reads_datasets_root(self):
         from detectron2.data import DatasetCatalog
 

@@ -188,6 +188,10 @@ class SemSegEvaluatorTest(unittest.TestCase):
         wrong = self.predictions[0][:, :-1]
         with self.assertRaisesRegex(ValueError, "has size .* but its label map"):
             evaluator.process([{"file_name": self.records[0]["file_name"]}], [{"sem_seg": wrong}])
+        extra_channel = torch.cat([self.predictions[0], self.predictions[0][:1]])
+        with self.assertRaisesRegex(ValueError, r"shape \(7, .*expected \(6, H, W\)"):
+            evaluator.process([{"file_name": self.records[0]["file_name"]}],
+                              [{"sem_seg": extra_channel}])
         gt = np.array(Image.open(self.records[1]["sem_seg_file_name"]))
         gt[0, 0] = self.num_classes + 3
         Image.fromarray(gt).save(self.records[1]["sem_seg_file_name"])

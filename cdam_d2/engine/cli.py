@@ -4,7 +4,6 @@ import logging
 import os
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_setup
 from detectron2.evaluation import verify_results
@@ -12,6 +11,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_cdam_config
+from .checkpoint import CoveringCheckpointer
 from .trainer import Trainer
 
 logger = logging.getLogger("cdam_d2")
@@ -55,9 +55,12 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        checkpointer = CoveringCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        loaded = cfg.MODEL.WEIGHTS or (args.resume and checkpointer.has_checkpoint())
+        if not loaded and any(p.requires_grad for p in model.parameters()):
+            logger.warning("Evaluating a trainable model without trained weights: MODEL.WEIGHTS is "
+                           "empty and no checkpoint was resumed.")
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)

@@ -77,7 +77,14 @@ class SemSegEvaluator(DatasetEvaluator):
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
-            pred = argmax_labels(out["sem_seg"])
+            scores = out["sem_seg"]
+            if scores.dim() != 3 or scores.shape[0] != self._num_classes:
+                raise ValueError(
+                    f"Prediction for '{inp['file_name']}' has shape {tuple(scores.shape)}; expected "
+                    f"({self._num_classes}, H, W) for the {self._num_classes} stuff_classes of "
+                    f"'{self._dataset_name}'."
+                )
+            pred = argmax_labels(scores)
             gt_path = self._gt_file[inp["file_name"]]
             gt = torch.from_numpy(read_label_map(gt_path))
             if tuple(gt.shape) != tuple(pred.shape):

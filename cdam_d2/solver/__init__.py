@@ -1,7 +1,11 @@
 """ClusterCAM optimiser and LR schedule builders (called by the Trainer)."""
+import logging
+
 import torch
 
 from .clustercam_schedule import ClusterCAMEpochScheduler, clustercam_epoch_lr
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "build_clustercam_optimizer",
@@ -36,11 +40,36 @@ def build_clustercam_optimizer(cfg, model):
     return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(solver.BETAS), eps=solver.EPS)
 
 
+def check_epoch_schedule(cfg):
+    """The release counts epochs; here they are iterations, so the two must agree.
+
+    Raises if ``SOLVER.MAX_ITER != EPOCHS * ITERS_PER_EPOCH``; warns when ``ITERS_PER_EPOCH`` is not
+    ``len(train set) // (IMS_PER_BATCH)`` (e.g. after changing the batch size), since the LR
+    schedule and the segmentation-phase start (``LOSS.SEG_START_ITER``) are counted in it.
+    """
+    from detectron2.data import DatasetCatalog
+
+    solver = cfg.MODEL.CLUSTERCAM.SOLVER
+    if cfg.SOLVER.MAX_ITER != solver.EPOCHS * solver.ITERS_PER_EPOCH:
+        raise ValueError(
+            f"SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER} but MODEL.CLUSTERCAM.SOLVER.EPOCHS x ITERS_PER_EPOCH = "
+            f"{solver.EPOCHS} x {solver.ITERS_PER_EPOCH}; set MAX_ITER to their product (and keep "
+            "LOSS.SEG_START_ITER in the same iteration units).")
+    num_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
+    expected = num_images // cfg.SOLVER.IMS_PER_BATCH
+    if expected != solver.ITERS_PER_EPOCH:
+        logger.warning(
+            f"MODEL.CLUSTERCAM.SOLVER.ITERS_PER_EPOCH={solver.ITERS_PER_EPOCH} but {num_images} training "
+            f"images / SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} = {expected}: the epoch-wise LR and "
+            "LOSS.SEG_START_ITER follow ITERS_PER_EPOCH, not the data.")
+
+
 def build_clustercam_lr_scheduler(cfg, optimizer):
     """Detectron2 ``LRMultiplier`` following the release's per-epoch LR (see ``clustercam_epoch_lr``)."""
     from detectron2.solver import LRMultiplier
 
     solver = cfg.MODEL.CLUSTERCAM.SOLVER
+    check_epoch_schedule(cfg)
     multiplier = ClusterCAMEpochScheduler(
         cfg.SOLVER.BASE_LR, solver.EPOCHS, solver.ITERS_PER_EPOCH, cfg.SOLVER.MAX_ITER,
         solver.WARMUP_EPOCHS, solver.WARMUP_LR, solver.MIN_LR)

@@ -28,9 +28,15 @@ def register_sem_seg_layout(layout: SemSegLayout, root: str, name: str = None) -
 def register_all_cdam_datasets(root: str = None) -> None:
     """Register all ``cdam_*`` datasets under ``root`` (default ``$DETECTRON2_DATASETS``).
 
-    Names that are already registered are left alone, so calling this twice is safe.
+    ``import cdam_d2`` calls this with the default root. Calling it again without a root leaves
+    registered names alone; an explicit ``root`` re-points every ``cdam_*`` name to it.
     """
-    root = root if root is not None else default_datasets_root()
+    explicit_root = root is not None
+    root = root if explicit_root else default_datasets_root()
     for name, layout in LAYOUTS.items():
-        if name not in DatasetCatalog.list():
-            register_sem_seg_layout(layout, root)
+        if name in DatasetCatalog.list():
+            if not explicit_root:
+                continue
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        register_sem_seg_layout(layout, root)

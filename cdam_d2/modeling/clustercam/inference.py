@@ -1,4 +1,6 @@
 """Test-time segmentation from the decoder (spec §3)."""
+import warnings
+
 import torch
 from torch.nn import functional as F
 
@@ -24,6 +26,8 @@ def multiscale_segmentation_probs(net, image, scales=(0.5, 0.75, 1.0, 1.25, 1.5)
     for scale in scales:
         size = (int(height * scale), int(width * scale))
         if min(size) < net.patch_size:
+            warnings.warn(f"test scale {scale} turns a {height}x{width} image into {size}, smaller than a "
+                          f"patch: that scale is left out of the fused prediction")
             continue
         scaled = F.interpolate(image, size=size, mode="bilinear", align_corners=True)
         _, _, segs = net(scaled)

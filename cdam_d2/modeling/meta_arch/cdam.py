@@ -53,13 +53,16 @@ class CDAM(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         options = cfg.MODEL.CDAM
-        clip_model, tokenizer, identity = build_clip(options.CLIP_MODEL, options.CLIP_WEIGHTS,
-                                                     options.FORCE_QUICK_GELU, options.SEED)
+        # Cheap checks first: building CLIP may download weights.
         if options.PRECISION not in AUTOCAST_DTYPES:
             raise ValueError(f"MODEL.CDAM.PRECISION {options.PRECISION!r} is not one of {sorted(AUTOCAST_DTYPES)}")
         if cfg.INPUT.FORMAT != "RGB":
             raise ValueError(f"CDAM expects INPUT.FORMAT 'RGB' (CLIP statistics), got {cfg.INPUT.FORMAT!r}")
+        clip_model, tokenizer, identity = build_clip(options.CLIP_MODEL, options.CLIP_WEIGHTS,
+                                                     options.FORCE_QUICK_GELU, options.SEED)
         autocast_dtype = AUTOCAST_DTYPES[options.PRECISION]
+        # Autocast applies on CUDA only; the cache key names the precision the text is encoded in.
+        text_precision = options.PRECISION if cfg.MODEL.DEVICE.startswith("cuda") else "fp32"
         encoder = DenseCLIPEncoder(clip_model.visual, options.BASE, options.GEM_DEPTH, options.NACLIP_SIGMA)
         segmentor = CDAMSegmentor(
             encoder, use_cdam=options.USE_CDAM, second_pass=options.SECOND_PASS, temperature=options.TEMPERATURE,
@@ -68,7 +71,7 @@ class CDAM(nn.Module):
             entropy_scale=options.ENTROPY_SCALE, alpha=options.ALPHA, threshold_default=options.THR_DEFAULT,
             threshold_source=options.THRESHOLD_SOURCE, crop=options.SLIDE_CROP, stride=options.SLIDE_STRIDE,
             window_batch=options.WINDOW_BATCH, chunk_elements=options.JS_CHUNK_ELEMENTS, autocast_dtype=autocast_dtype)
-        text_embedder = TextEmbedder(clip_model, tokenizer, f"{identity}|{options.PRECISION}",
+        text_embedder = TextEmbedder(clip_model, tokenizer, f"{identity}|{text_precision}",
                                      load_templates(options.TEMPLATES), options.TEXT_CACHE_DIR)
         use_atp = options.USE_ATP and options.USE_CDAM
         return {

@@ -214,7 +214,10 @@ class ClusterCAM(nn.Module):
                              f"{self.num_classes + 1} (MODEL.CLUSTERCAM.NUM_CLASSES={self.num_classes} + background)")
         self._checked_datasets.add(name)
 
+    @torch.no_grad()
     def inference(self, batched_inputs):
+        """Records with ``image`` (3, H, W) uint8 -> ``[{"sem_seg": (K+1, height, width)}]``: max-fused
+        multi-scale decoder probabilities, or the dense-CRF marginals when the CRF is enabled."""
         probs = []
         for record in batched_inputs:
             self._check_dataset(record)
