@@ -66,6 +66,14 @@ class TestClusterCAMDetectron2(unittest.TestCase):
             else:
                 self.assertIsNone(decoder_grad)
 
+    def test_schedule_longer_than_epochs_is_rejected(self):
+        from cdam_d2.solver import build_clustercam_lr_scheduler
+
+        cfg = toy_cfg("SOLVER.MAX_ITER", "7")  # toy schedule: 3 epochs x 2 iterations
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        with self.assertRaisesRegex(ValueError, r"MAX_ITER=7 runs past .* 3 x 2 = 6"):
+            build_clustercam_lr_scheduler(cfg, optimizer)
+
     def test_bad_labels(self):
         from detectron2.modeling import build_model
         from detectron2.utils.events import EventStorage

@@ -43,18 +43,23 @@ def build_clustercam_optimizer(cfg, model):
 def check_epoch_schedule(cfg):
     """The release counts epochs; here they are iterations, so the two must agree.
 
-    Raises if ``SOLVER.MAX_ITER != EPOCHS * ITERS_PER_EPOCH``; warns when ``ITERS_PER_EPOCH`` is not
-    ``len(train set) // (IMS_PER_BATCH)`` (e.g. after changing the batch size), since the LR
+    Raises if ``SOLVER.MAX_ITER`` runs past ``EPOCHS * ITERS_PER_EPOCH`` (the schedule would end
+    first) and warns if it stops earlier. Warns when ``ITERS_PER_EPOCH`` is not
+    ``len(train set) // IMS_PER_BATCH`` (e.g. after changing the batch size), since the LR
     schedule and the segmentation-phase start (``LOSS.SEG_START_ITER``) are counted in it.
     """
     from detectron2.data import DatasetCatalog
 
     solver = cfg.MODEL.CLUSTERCAM.SOLVER
-    if cfg.SOLVER.MAX_ITER != solver.EPOCHS * solver.ITERS_PER_EPOCH:
+    scheduled = solver.EPOCHS * solver.ITERS_PER_EPOCH
+    if cfg.SOLVER.MAX_ITER > scheduled:
         raise ValueError(
-            f"SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER} but MODEL.CLUSTERCAM.SOLVER.EPOCHS x ITERS_PER_EPOCH = "
-            f"{solver.EPOCHS} x {solver.ITERS_PER_EPOCH}; set MAX_ITER to their product (and keep "
-            "LOSS.SEG_START_ITER in the same iteration units).")
+            f"SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER} runs past MODEL.CLUSTERCAM.SOLVER.EPOCHS x "
+            f"ITERS_PER_EPOCH = {solver.EPOCHS} x {solver.ITERS_PER_EPOCH} = {scheduled}; set MAX_ITER to "
+            "their product (and keep LOSS.SEG_START_ITER in the same iteration units).")
+    if cfg.SOLVER.MAX_ITER < scheduled:
+        logger.warning(f"SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER} stops before the {scheduled} iterations of "
+                       f"the {solver.EPOCHS}-epoch schedule.")
     num_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
     expected = num_images // cfg.SOLVER.IMS_PER_BATCH
     if expected != solver.ITERS_PER_EPOCH:
