@@ -101,6 +101,7 @@ class DenseCLIPEncoder(nn.Module):
 
     # ---- block pieces ------------------------------------------------------------------------------------
     def _run_block(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D) through an unmodified open_clip block (either token layout)."""
         if self.visual.transformer.batch_first:
             return block(tokens)
         return block(tokens.transpose(0, 1)).transpose(0, 1)
@@ -127,6 +128,7 @@ class DenseCLIPEncoder(nn.Module):
 
     @staticmethod
     def _out_proj(block: nn.Module, values: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) attended values -> (B, T, D) after the block's ``out_proj``."""
         return block.attn.out_proj(values)
 
     @staticmethod

@@ -148,6 +148,8 @@ class ClusterCAM(nn.Module):
 
     # ------------------------------------------------------------------------------------- training
     def losses(self, batched_inputs):
+        """Training records (``image`` (3, S, S) uint8 crops of one size, ``image_labels``) -> dict of
+        scalar losses: ``loss_cls``, ``loss_pat`` and, from ``seg_start_iter`` on, ``loss_seg``."""
         sizes = {tuple(x["image"].shape[-2:]) for x in batched_inputs}
         if len(sizes) != 1:
             raise ValueError(f"ClusterCAM training needs equal-size crops in a batch, got sizes {sorted(sizes)}")
@@ -205,6 +207,7 @@ class ClusterCAM(nn.Module):
 
     # ------------------------------------------------------------------------------------ inference
     def _check_dataset(self, record):
+        """Raise once per dataset if its ``stuff_classes`` do not match the model's K + 1 outputs."""
         name = record.get("meta", {}).get("dataset_name")
         if name is None or name in self._checked_datasets:
             return
