@@ -173,6 +173,21 @@ class TestDenseCLIP(unittest.TestCase):
         self.assertTrue(torch.equal(table[0], visual.positional_embedding[0]))
         self.assertIs(encoder.positional_embedding((14, 14)), visual.positional_embedding)
 
+    def test_positional_embedding_cache_follows_the_weights(self):
+        encoder = DenseCLIPEncoder(self.model.visual)
+        first = encoder.positional_embedding((5, 7))
+        self.assertIs(encoder.positional_embedding((5, 7)), first)  # cached per grid
+        self.assertEqual(encoder.positional_embedding((3, 4)).shape[0], 13)
+        table = self.model.visual.positional_embedding
+        original = table.detach().clone()
+        try:
+            with torch.no_grad():
+                table.add_(1.0)  # what a weight load does in place
+            self.assertTrue(torch.allclose(encoder.positional_embedding((5, 7)), first + 1.0, atol=1e-5))
+        finally:
+            with torch.no_grad():
+                table.copy_(original)
+
     def test_maskclip_first_pass_is_block_with_identity_attention(self):
         encoder = DenseCLIPEncoder(self.model.visual, "maskclip")
         with torch.no_grad():

@@ -61,6 +61,7 @@ class DenseCLIPEncoder(nn.Module):
         self.base = base
         self.gem_depth = max(1, min(gem_depth, len(blocks)))
         self.naclip_sigma = naclip_sigma
+        self._positions_by_grid, self._positions_source = {}, None
 
     @property
     def blocks(self):
@@ -89,7 +90,16 @@ class DenseCLIPEncoder(nn.Module):
         trained_grid = tuple(self.visual.grid_size)
         if tuple(grid) == trained_grid:
             return table
-        return torch.cat([table[:1], resample_patch_positions(table[1:], trained_grid, grid)])
+        # Cached per grid; a device move or a weight load changes the table's storage or version,
+        # which empties the cache.
+        source = (table.data_ptr(), table._version)
+        if self._positions_source != source:
+            self._positions_by_grid, self._positions_source = {}, source
+        grid = tuple(grid)
+        if grid not in self._positions_by_grid:
+            resized = resample_patch_positions(table[1:].detach(), trained_grid, grid)
+            self._positions_by_grid[grid] = torch.cat([table[:1].detach(), resized])
+        return self._positions_by_grid[grid]
 
     def embed(self, images: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """(B, 3, h, w) normalized images -> (B, T, D) tokens after ``ln_pre``, and the grid."""
