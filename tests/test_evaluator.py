@@ -59,10 +59,15 @@ class MetricsTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "Unknown metric convention 'voc'"):
             segmentation_metrics(conf, NAMES, "voc")
 
-    def test_argmax_labels_matches_torch_including_ties(self):
+    def test_argmax_labels_matches_torch_including_ties_and_nan(self):
         scores = torch.randint(0, 3, (5, 7, 9)).float()  # many ties
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             self.assertTrue(torch.equal(argmax_labels(scores.to(dtype)), scores.argmax(0)))
+        scores = torch.randn(21, 30, 40)
+        self.assertTrue(torch.equal(argmax_labels(scores), scores.argmax(0)))
+        scores[7, 3, 4] = float("nan")
+        self.assertTrue(torch.equal(argmax_labels(scores), scores.argmax(0)))
+
 
     def test_label_value_checks(self):
         bad = torch.tensor([[0, 4], [7, 255]])
