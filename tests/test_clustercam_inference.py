@@ -38,9 +38,10 @@ class TestMultiScaleInference(unittest.TestCase):
     def test_small_images_skip_scales(self):
         net = tiny_net()
         with torch.no_grad():
-            probs = multiscale_segmentation_probs(net, torch.randn(1, 3, 24, 40), (0.5, 1.0))
+            with self.assertWarnsRegex(UserWarning, "scale 0.5 .* left out of the fused prediction"):
+                probs = multiscale_segmentation_probs(net, torch.randn(1, 3, 24, 40), (0.5, 1.0))
             self.assertEqual(tuple(probs.shape), (4, 24, 40))
-            with self.assertRaisesRegex(ValueError, "smaller than one"):
+            with self.assertRaisesRegex(ValueError, "smaller than one"), self.assertWarns(UserWarning):
                 multiscale_segmentation_probs(net, torch.randn(1, 3, 10, 40), (0.5, 1.0))
 
 
