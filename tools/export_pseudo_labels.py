@@ -16,8 +16,9 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
+
+from cdam_d2.data.prepare.files import prepare_output_dir, save_label_png
 
 logger = logging.getLogger("cdam_d2.export_pseudo_labels")
 
@@ -52,30 +53,24 @@ def output_name(record):
     return f"{image_id}.png"
 
 
-def write_png_atomically(label_map, path):
-    tmp_path = path + ".tmp"
-    Image.fromarray(label_map.astype(np.uint8), mode="L").save(tmp_path, format="PNG")
-    os.replace(tmp_path, path)
-
-
 def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
     """Returns (written, skipped) counts."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetCatalog
     from detectron2.modeling import build_model
 
     from cdam_d2.data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
+    from cdam_d2.engine.checkpoint import CoveringCheckpointer
     from cdam_d2.modeling.clustercam import cams_to_labels
 
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        CoveringCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: exporting labels of an untrained ClusterCAM head.")
     model.eval()
     mapper = ClusterCAMDatasetMapper(cfg, is_train=False)
     records = DatasetCatalog.get(dataset_name)
-    os.makedirs(output_dir, exist_ok=True)
+    prepare_output_dir(output_dir)  # also clears temp files of an interrupted run
     written = skipped = 0
     for record in tqdm(records, desc=f"{kind} {dataset_name}"):
         path = os.path.join(output_dir, output_name(record))
@@ -92,7 +87,7 @@ def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
             else:
                 cams = model.class_activation_maps(image, labels, train_mode=train_mode)
                 label_map = cams_to_labels(cams, model.bg_thr)[0]
-        write_png_atomically(label_map.cpu().numpy(), path)
+        save_label_png(label_map.cpu().numpy().astype(np.uint8), path)
         written += 1
     return written, skipped
 

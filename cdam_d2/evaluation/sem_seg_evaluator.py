@@ -4,6 +4,7 @@ import logging
 import os
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
@@ -111,8 +112,7 @@ class SemSegEvaluator(DatasetEvaluator):
 
     @staticmethod
     def _encode_rle(pred, file_name):
-        import numpy as np
-        import pycocotools.mask as mask_util
+        import pycocotools.mask as mask_util  # optional dependency, only for written predictions
 
         encoded = []
         for label in np.unique(pred):
