@@ -9,9 +9,7 @@ from PIL import Image
 
 from cdam_d2.evaluation.metrics import (
     argmax_labels,
-    check_label_values,
     confusion_matrix,
-    invalid_to_ignore,
     mask_boundary,
     segmentation_metrics,
 )
@@ -27,7 +25,10 @@ class MetricsTest(unittest.TestCase):
         self.pred = torch.tensor([[0, 1, 1, 1], [2, 3, 0, 0]])
 
     def test_confusion_matrix_layout(self):
-        conf = confusion_matrix(self.pred, self.gt, 4, 255)
+        conf, invalid = confusion_matrix(self.pred, self.gt, 4, 255)
+        self.assertEqual(invalid, {})
+        byte_conf, _ = confusion_matrix(self.pred, self.gt.to(torch.uint8), 4, 255)
+        self.assertTrue(torch.equal(byte_conf, conf))
         self.assertEqual(conf.shape, (5, 5))
         self.assertEqual(int(conf.sum()), 8)
         # rows = prediction, columns = label, last column = ignored labels
@@ -40,7 +41,7 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(int(conf[0, 4]), 1)
 
     def test_metrics_by_hand_both_conventions(self):
-        conf = confusion_matrix(self.pred, self.gt, 4, 255)
+        conf, _ = confusion_matrix(self.pred, self.gt, 4, 255)
         res = segmentation_metrics(conf, NAMES, "detectron2")
         iou_bg, iou_a, iou_b = 1 / 3, 2 / 4, 1 / 2  # tp / (gt + pred - tp), ignored pixel excluded
         self.assertAlmostEqual(res["IoU-background"], 100 * iou_bg)
@@ -59,24 +60,56 @@ class MetricsTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "Unknown metric convention 'voc'"):
             segmentation_metrics(conf, NAMES, "voc")
 
-    def test_argmax_labels_matches_torch_including_ties_and_nan(self):
-        scores = torch.randint(0, 3, (5, 7, 9)).float()  # many ties
-        for dtype in (torch.float32, torch.float16, torch.bfloat16):
-            self.assertTrue(torch.equal(argmax_labels(scores.to(dtype)), scores.argmax(0)))
-        scores = torch.randn(21, 30, 40)
-        self.assertTrue(torch.equal(argmax_labels(scores), scores.argmax(0)))
-        scores[7, 3, 4] = float("nan")
-        self.assertTrue(torch.equal(argmax_labels(scores), scores.argmax(0)))
+    def test_argmax_labels_matches_torch_including_ties_nan_and_inf(self):
+        generator = torch.Generator().manual_seed(0)
+        shapes = [(5, 7, 9), (21, 37, 50), (3, 1, 1), (1, 4, 5), (2, 13, 1), (7, 1, 13), (4, 8, 8)]
+        threads = torch.get_num_threads()
+        try:
+            for num_threads in (1, 3, 4):  # the CPU path splits pixels by thread count
+                torch.set_num_threads(num_threads)
+                for shape in shapes:
+                    ties = torch.randint(0, 3, shape, generator=generator).float()
+                    special = torch.randn(shape, generator=generator)
+                    flat = special.view(-1)
+                    flat[::7], flat[1::11], flat[2::5] = math.nan, math.inf, -math.inf
+                    for scores in (ties, special):
+                        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+                            expected = scores.to(dtype).argmax(0)
+                            got = argmax_labels(scores.to(dtype))
+                            self.assertEqual(got.dtype, torch.int64)
+                            self.assertTrue(torch.equal(got, expected), (num_threads, shape, dtype))
+        finally:
+            torch.set_num_threads(threads)
+        several_nans = torch.zeros(4, 2, 3)
+        several_nans[1, 0, 0] = several_nans[3, 0, 0] = math.nan  # the first NaN wins, as in torch
+        self.assertEqual(int(argmax_labels(several_nans)[0, 0]), 1)
+        batch = torch.randn(3, 21, 30, 40, generator=generator, requires_grad=True)
+        for scores in (batch[2], batch[1].transpose(1, 2), batch[0, :, ::2]):  # offset, strides
+            self.assertTrue(torch.equal(argmax_labels(scores), scores.argmax(0)))
 
-
-    def test_label_value_checks(self):
-        bad = torch.tensor([[0, 4], [7, 255]])
-        with self.assertRaisesRegex(ValueError, r"gt.png' has values \[4, 7\]"):
-            check_label_values(bad, 4, 255, "gt.png")
-        check_label_values(self.gt, 4, 255, "ok.png")
-        fixed, count = invalid_to_ignore(bad, 4, 255)
-        self.assertEqual(count, 2)
-        self.assertEqual(fixed.tolist(), [[0, 255], [255, 255]])
+    def test_confusion_matrix_equals_independent_count_and_reports_invalid_values(self):
+        rng = np.random.default_rng(1)
+        num_classes, ignore = 6, 255
+        pred = rng.integers(0, num_classes, size=(37, 41))
+        gt = rng.integers(0, num_classes, size=(37, 41)).astype(np.uint8)
+        gt[rng.random(gt.shape) < 0.1] = ignore
+        gt[0, :3], gt[5, 7] = 30, 254  # out of range: counted by value, kept with the ignored
+        expected = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+        for p, g in zip(pred.ravel(), gt.ravel()):
+            expected[p, g if g < num_classes else num_classes] += 1
+        for labels in (torch.from_numpy(gt), torch.from_numpy(gt).long()):  # byte and generic
+            conf, invalid = confusion_matrix(torch.from_numpy(pred), labels, num_classes, ignore)
+            self.assertEqual(conf.dtype, torch.int64)
+            self.assertTrue(np.array_equal(conf.numpy(), expected), labels.dtype)
+            self.assertEqual(invalid, {30: 3, 254: 1})
+        negative = torch.from_numpy(gt).long()
+        negative[1, 1] = -2
+        self.assertEqual(confusion_matrix(torch.from_numpy(pred), negative, 6, 255)[1][-2], 1)
+        # An ignore label inside [0, C) still wins over the class of the same value.
+        conf, invalid = confusion_matrix(self.pred, self.gt.to(torch.uint8), 4, 0)
+        self.assertEqual(int(conf[:, 0].sum()), 0)
+        self.assertEqual(int(conf[:, 4].sum()), 3)  # two 0s and the now invalid 255
+        self.assertEqual(invalid, {255: 1})
 
     def test_boundary_is_map_minus_zero_padded_erosion(self):
         label = torch.zeros(20, 20, dtype=torch.long)
@@ -172,18 +205,20 @@ class SemSegEvaluatorTest(unittest.TestCase):
         from cdam_d2.evaluation import SemSegEvaluator
 
         all_images = range(len(self.records))
-        ours = _run(SemSegEvaluator(self.name, distributed=False, boundary_iou=True),
-                    self.records, self.predictions, all_images)["sem_seg"]
-        theirs = _run(D2SemSegEvaluator(self.name, distributed=False),
-                      self.records, self.predictions, all_images)["sem_seg"]
-        for key in ("mIoU", "fwIoU", "mACC", "pACC"):
-            self.assertEqual(ours[key], theirs[key], key)
-        for i in range(self.num_classes):
-            for prefix in ("IoU", "ACC", "BoundaryIoU"):
-                key = f"{prefix}-class{i}"
-                if prefix == "BoundaryIoU" and key not in theirs:
-                    continue  # stock evaluator computes it only when cv2 is importable
+        tied = [torch.round(3 * scores) for scores in self.predictions]  # first-maximum ties
+        for predictions in (self.predictions, tied):
+            ours = _run(SemSegEvaluator(self.name, distributed=False, boundary_iou=True),
+                        self.records, predictions, all_images)["sem_seg"]
+            theirs = _run(D2SemSegEvaluator(self.name, distributed=False),
+                          self.records, predictions, all_images)["sem_seg"]
+            for key in ("mIoU", "fwIoU", "mACC", "pACC"):
                 self.assertEqual(ours[key], theirs[key], key)
+            for i in range(self.num_classes):
+                for prefix in ("IoU", "ACC", "BoundaryIoU"):
+                    key = f"{prefix}-class{i}"
+                    if prefix == "BoundaryIoU" and key not in theirs:
+                        continue  # stock evaluator computes it only when cv2 is importable
+                    self.assertEqual(ours[key], theirs[key], key)
 
     def test_size_mismatch_and_bad_labels_raise(self):
         from cdam_d2.evaluation import SemSegEvaluator

@@ -15,48 +15,74 @@ CONVENTIONS = ("detectron2", "mmseg")
 
 
 def argmax_labels(scores: torch.Tensor) -> torch.Tensor:
-    """(C, H, W) scores -> (H, W) labels, first maximum on ties (as ``torch.argmax``).
+    """(C, H, W) scores -> (H, W) int64 labels, equal to ``scores.argmax(dim=0)``.
 
-    ``max(dim=0).indices`` gives the same labels, and on CPU it is several times faster than
-    ``argmax(dim=0)``, which dominated the evaluation time per image.
+    Ties go to the first class and NaN counts as the maximum, as in torch. On CPU, torch's
+    arg-max over the leading dimension is a scalar loop that dominated the evaluation time.
+    Instead, the (C, H*W) storage is read, without a copy, as a channels-last (1, H*W/B, C, B)
+    image whose channels are pixels and whose height is the class axis; max-pooling it with a
+    (C, 1) window and indices runs torch's vectorised channels-last kernel, which keeps the first
+    maximum. The B column blocks give that kernel's threads work. The kernel lets a later NaN
+    replace an earlier one, so pixels whose maximum is NaN are recomputed with torch's reduction.
     """
-    return scores.detach().max(dim=0).indices
-
-
-def check_label_values(gt: torch.Tensor, num_classes: int, ignore_label: int, source: str):
-    """Raise if ``gt`` holds a value outside [0, C) other than ``ignore_label``."""
-    invalid = (gt < 0) | (gt >= num_classes)
-    invalid &= gt != ignore_label
-    if invalid.any():
-        values = torch.unique(gt[invalid]).tolist()[:10]
-        raise ValueError(
-            f"Label map '{source}' has values {values} outside [0, {num_classes}) that are not the "
-            f"ignore label {ignore_label} ({int(invalid.sum())} pixels). Check that the dataset's "
-            "label maps store class indices (tools/prepare_*.py write them) and that the dataset's "
-            "stuff_classes match them; or set CDAM_D2.EVALUATOR.STRICT False to count such pixels "
-            "as ignored."
-        )
-
-
-def invalid_to_ignore(gt: torch.Tensor, num_classes: int, ignore_label: int):
-    """Map out-of-range labels to ``ignore_label``; returns (labels, number of pixels changed)."""
-    invalid = ((gt < 0) | (gt >= num_classes)) & (gt != ignore_label)
-    return gt.masked_fill(invalid, ignore_label), int(invalid.sum())
+    scores = scores.detach()
+    if scores.device.type != "cpu" or not scores.is_floating_point():
+        return scores.max(dim=0).indices
+    scores = scores.contiguous()
+    num_classes, height, width = scores.shape
+    pixels = height * width
+    # Power-of-two block counts turn the index arithmetic below into a shift.
+    blocks = 1
+    while blocks < 2 * torch.get_num_threads() and pixels % (2 * blocks) == 0:
+        blocks *= 2
+    block_pixels = pixels // blocks
+    as_image = scores.as_strided(
+        (1, block_pixels, num_classes, blocks), (scores.numel(), 1, pixels, block_pixels)
+    )
+    maxima, positions = F.max_pool2d(as_image, (num_classes, 1), return_indices=True)
+    # positions[0, p, 0, b] = c * B + b for pixel b * (H*W/B) + p.
+    labels = positions[0, :, 0, :].t().reshape(height, width)
+    labels.bitwise_right_shift_(blocks.bit_length() - 1)
+    if maxima.sum().isnan():  # cheap test first: a vectorised sum propagates NaN
+        nan_max = maxima[0, :, 0, :].t().reshape(height, width).isnan()
+        labels[nan_max] = scores[:, nan_max].max(dim=0).indices
+    return labels
 
 
 def confusion_matrix(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, ignore_label: int):
-    """(C+1, C+1) int64 matrix of one (H, W) prediction in [0, C) against its (H, W) labels.
+    """Confusion matrix of one (H, W) prediction in [0, C) against its (H, W) label map.
 
-    Labels must already be valid (see :func:`check_label_values`); ignored pixels go to column C.
-    Computed on ``pred``'s device.
+    Computed on ``pred``'s device. Label values outside [0, C) other than ``ignore_label`` are
+    counted, by value, and put with the ignored pixels; the caller decides whether they are an
+    error.
+
+    Returns:
+        conf: (C+1, C+1) int64, rows = prediction, columns = label, column C = ignored pixels.
+        invalid: {label value: pixel count} of the out-of-range values, empty when there are none.
     """
     gt = gt.to(pred.device)
-    gt = gt.int().masked_fill(gt == ignore_label, num_classes)
-    # int32 index arithmetic: (C+1)^2 stays far below 2^31 for any label set.
-    flat = (num_classes + 1) * pred.reshape(-1).int() + gt.reshape(-1)
-    return torch.bincount(flat, minlength=(num_classes + 1) ** 2).reshape(
-        num_classes + 1, num_classes + 1
-    )
+    if gt.dtype == torch.uint8 and num_classes <= ignore_label <= 255:
+        # One histogram over (prediction, raw label byte) pairs also finds the invalid values.
+        pairs = pred.int().mul_(256).add_(gt)
+        counts = torch.bincount(pairs.reshape(-1), minlength=num_classes * 256)
+        counts = counts.reshape(num_classes, 256)
+        conf = counts.new_zeros(num_classes + 1, num_classes + 1)
+        conf[:num_classes, :num_classes] = counts[:, :num_classes]
+        conf[:num_classes, num_classes] = counts[:, num_classes:].sum(dim=1)
+        per_value = counts[:, num_classes:].sum(dim=0)
+        per_value[ignore_label - num_classes] = 0
+        values = per_value.nonzero().flatten()
+        invalid = {int(v) + num_classes: int(per_value[v]) for v in values.tolist()}
+        return conf, invalid
+    out_of_range = ((gt < 0) | (gt >= num_classes)) & (gt != ignore_label)
+    invalid = {}
+    if out_of_range.any():
+        values, pixels = torch.unique(gt[out_of_range], return_counts=True)
+        invalid = dict(zip(values.tolist(), pixels.tolist()))
+    labels = gt.long().masked_fill(out_of_range | (gt == ignore_label), num_classes)
+    pairs = (num_classes + 1) * pred.reshape(-1).long() + labels.reshape(-1)
+    conf = torch.bincount(pairs, minlength=(num_classes + 1) ** 2)
+    return conf.reshape(num_classes + 1, num_classes + 1), invalid
 
 
 def mask_boundary(label_map: torch.Tensor, dilation_ratio: float = 0.02) -> torch.Tensor:

@@ -11,14 +11,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from ..data.label_io import read_label_map
-from .metrics import (
-    argmax_labels,
-    check_label_values,
-    confusion_matrix,
-    invalid_to_ignore,
-    mask_boundary,
-    segmentation_metrics,
-)
+from .metrics import argmax_labels, confusion_matrix, mask_boundary, segmentation_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -94,21 +87,34 @@ class SemSegEvaluator(DatasetEvaluator):
                     f"map '{gt_path}' has size {tuple(gt.shape)}; models must return sem_seg at the "
                     "input's original 'height' x 'width'."
                 )
-            if self._strict:
-                check_label_values(gt, self._num_classes, self._ignore_label, gt_path)
-            else:
-                gt, invalid = invalid_to_ignore(gt, self._num_classes, self._ignore_label)
-                self._invalid_pixels += invalid
-            gt = gt.to(pred.device)
-            self._conf += confusion_matrix(pred, gt, self._num_classes, self._ignore_label).cpu()
+            conf, invalid = confusion_matrix(pred, gt, self._num_classes, self._ignore_label)
+            if invalid:
+                self._report_invalid_labels(invalid, gt_path)
+            self._conf += conf.cpu()
             if self._boundary_iou:
-                ignore_as_last = gt.masked_fill(gt == self._ignore_label, self._num_classes)
+                # Ignored (and, when not strict, invalid) labels become class C before erosion.
+                in_range = (gt >= 0) & (gt < self._num_classes)
+                ignore_as_last = torch.where(in_range, gt.long(), self._num_classes)
                 self._boundary_conf += confusion_matrix(
                     mask_boundary(pred), mask_boundary(ignore_as_last), self._num_classes,
                     self._num_classes,
-                ).cpu()
+                )[0].cpu()
             if self._write_predictions:
                 self._predictions.extend(self._encode_rle(pred.cpu().numpy(), inp["file_name"]))
+
+    def _report_invalid_labels(self, invalid, gt_path):
+        """Raise (strict) or count label values outside [0, C) that are not the ignore label."""
+        pixels = sum(invalid.values())
+        if not self._strict:
+            self._invalid_pixels += pixels
+            return
+        raise ValueError(
+            f"Label map '{gt_path}' has values {sorted(invalid)[:10]} outside "
+            f"[0, {self._num_classes}) that are not the ignore label {self._ignore_label} "
+            f"({pixels} pixels). Check that the dataset's label maps store class indices "
+            "(tools/prepare_*.py write them) and that its stuff_classes match them; or set "
+            "CDAM_D2.EVALUATOR.STRICT False to count such pixels as ignored."
+        )
 
     @staticmethod
     def _encode_rle(pred, file_name):
