@@ -28,6 +28,8 @@ def argmax_labels(scores: torch.Tensor) -> torch.Tensor:
     scores = scores.detach()
     if scores.device.type != "cpu" or not scores.is_floating_point():
         return scores.max(dim=0).indices
+    if scores.dtype not in (torch.float32, torch.float64):
+        scores = scores.float()  # exact and order-preserving; not every torch pools half on CPU
     scores = scores.contiguous()
     num_classes, height, width = scores.shape
     pixels = height * width
