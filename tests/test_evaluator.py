@@ -247,6 +247,25 @@ class SemSegEvaluatorTest(unittest.TestCase):
         self.assertIn("1 label pixels outside [0, 6)", "\n".join(logs.output))
         self.assertEqual(int(lenient._conf[:, -1].sum()), int((gt == 255).sum()) + 1)
 
+    def test_lenient_mode_equals_labels_with_invalid_values_set_to_ignore(self):
+        from cdam_d2.evaluation import SemSegEvaluator
+
+        path = self.records[2]["sem_seg_file_name"]
+        gt = np.array(Image.open(path))
+        images = range(len(self.records))
+        results = []
+        for value, strict in ((self.num_classes + 1, False), (255, True)):
+            gt[3:6, 4:9] = value
+            Image.fromarray(gt).save(path)
+            evaluator = SemSegEvaluator(self.name, distributed=False, strict=strict,
+                                        boundary_iou=True)
+            results.append(_run(evaluator, self.records, self.predictions, images)["sem_seg"])
+        lenient, reference = results
+        self.assertEqual(set(lenient), set(reference))
+        for key, value in reference.items():
+            self.assertTrue(value == lenient[key] or math.isnan(value) and math.isnan(lenient[key]),
+                            key)
+
     def test_two_cpu_processes_match_single_process(self):
         from detectron2.engine import launch
 
