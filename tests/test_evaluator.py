@@ -220,6 +220,35 @@ class SemSegEvaluatorTest(unittest.TestCase):
                         continue  # stock evaluator computes it only when cv2 is importable
                     self.assertEqual(ours[key], theirs[key], key)
 
+    def test_ignore_label_inside_class_range_equals_detectron2(self):
+        from detectron2.data import DatasetCatalog, MetadataCatalog
+        from detectron2.evaluation import SemSegEvaluator as D2SemSegEvaluator
+
+        from cdam_d2.evaluation import SemSegEvaluator
+
+        for record in self.records:  # ignore label 0: no 255 left, class 0 is the ignored one
+            path = record["sem_seg_file_name"]
+            gt = np.array(Image.open(path))
+            gt[gt == 255] = 0
+            Image.fromarray(gt).save(path)
+        name = "cdam_test_eval_ignore_zero"
+        DatasetCatalog.register(name, lambda: self.records)
+        MetadataCatalog.get(name).set(
+            stuff_classes=[f"class{i}" for i in range(self.num_classes)], ignore_label=0
+        )
+        try:
+            all_images = range(len(self.records))
+            ours = _run(SemSegEvaluator(name, distributed=False, boundary_iou=True),
+                        self.records, self.predictions, all_images)["sem_seg"]
+            theirs = _run(D2SemSegEvaluator(name, distributed=False),
+                          self.records, self.predictions, all_images)["sem_seg"]
+        finally:
+            _unregister(name)
+        self.assertIn("BoundaryIoU-class1", ours)
+        for key, value in ours.items():
+            expected = theirs[key]
+            self.assertTrue(value == expected or math.isnan(value) and math.isnan(expected), key)
+
     def test_size_mismatch_and_bad_labels_raise(self):
         from cdam_d2.evaluation import SemSegEvaluator
 

@@ -93,8 +93,8 @@ class SemSegEvaluator(DatasetEvaluator):
             self._conf += conf.cpu()
             if self._boundary_iou:
                 # Ignored (and, when not strict, invalid) labels become class C before erosion.
-                in_range = (gt >= 0) & (gt < self._num_classes)
-                ignore_as_last = torch.where(in_range, gt.long(), self._num_classes)
+                labelled = (gt >= 0) & (gt < self._num_classes) & (gt != self._ignore_label)
+                ignore_as_last = torch.where(labelled, gt.long(), self._num_classes)
                 self._boundary_conf += confusion_matrix(
                     mask_boundary(pred), mask_boundary(ignore_as_last), self._num_classes,
                     self._num_classes,
