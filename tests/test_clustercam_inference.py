@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from cdam_d2.modeling.clustercam import ClusterCAMNet, CRFParams, DenseCRFPostProcessor, dense_crf
 from cdam_d2.modeling.clustercam import multiscale_segmentation_probs
-from cdam_d2.modeling.clustercam.augmentation import build_train_transform, random_erasing
+from cdam_d2.data.transforms.clustercam_augmentation import build_train_transform, random_erasing
 
 
 def tiny_net():

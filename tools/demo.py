@@ -101,7 +101,7 @@ def main(argv=None):
     from detectron2.data import detection_utils
     from detectron2.modeling import build_model
 
-    from cdam_d2.modeling.cdam.resize import resize_image
+    from cdam_d2.data.transforms.cdam_resize import resize_image
 
     args = parse_args(argv)
     cfg = setup_cfg(args)

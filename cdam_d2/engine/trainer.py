@@ -1,23 +1,35 @@
-"""``Trainer``: Detectron2's ``DefaultTrainer`` with the plugin's mappers, solver and evaluator.
+"""``Trainer``: Detectron2's ``DefaultTrainer`` that lets each meta-architecture bring its own recipe.
 
-Each meta-architecture brings its own data mappers and solver; they are imported lazily here so
-that using one method never imports the other's dependencies.
+The Trainer knows no method by name. A meta-architecture class may define any of these classmethods
+(:data:`RECIPE_METHODS`); those it does not define fall back to Detectron2's defaults:
+
+- ``build_train_loader(cfg)`` and ``build_test_loader(cfg, dataset_name)``: its data mappers;
+- ``build_optimizer(cfg, model)`` and ``build_lr_scheduler(cfg, optimizer)``: its solver;
+- ``build_hooks(cfg, trainer, hooks) -> hooks``: adapts Detectron2's default hook list.
+
+So a third method declares its recipe next to its meta-architecture and touches no shared file.
 """
 import os
 import weakref
 
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
 from ..evaluation.sem_seg_evaluator import SemSegEvaluator
 from .checkpoint import CoveringCheckpointer
 
+RECIPE_METHODS = ("build_train_loader", "build_test_loader", "build_optimizer", "build_lr_scheduler",
+                  "build_hooks")
 
-def _meta_arch(cfg) -> str:
-    return cfg.MODEL.META_ARCHITECTURE
+
+def method_recipe(cfg, name):
+    """The classmethod ``name`` of ``cfg.MODEL.META_ARCHITECTURE``'s class, or None if it has none."""
+    assert name in RECIPE_METHODS, name
+    return getattr(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), name, None)
 
 
 def wrap_ddp(model, cfg):
@@ -51,6 +63,11 @@ class Trainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        adapt = method_recipe(self.cfg, "build_hooks")
+        return adapt(self.cfg, self, hooks) if adapt else hooks
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
@@ -72,42 +89,20 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if _meta_arch(cfg) == "CDAM":
-            raise ValueError("CDAM is training-free: run tools/train_net.py with --eval-only.")
-        if _meta_arch(cfg) == "ClusterCAM":
-            from ..data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
-
-            return build_detection_train_loader(cfg, mapper=ClusterCAMDatasetMapper(cfg, is_train=True))
-        return super().build_train_loader(cfg)
+        build = method_recipe(cfg, "build_train_loader")
+        return build(cfg) if build else super().build_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        if _meta_arch(cfg) == "CDAM":
-            from ..data.mappers.cdam_test_mapper import CDAMTestMapper
-
-            return build_detection_test_loader(cfg, dataset_name, mapper=CDAMTestMapper(cfg))
-        if _meta_arch(cfg) == "ClusterCAM":
-            from ..data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
-
-            # Several images per batch let the model run their dense CRFs in parallel workers.
-            return build_detection_test_loader(
-                cfg, dataset_name, mapper=ClusterCAMDatasetMapper(cfg, is_train=False),
-                batch_size=cfg.MODEL.CLUSTERCAM.TEST.IMS_PER_BATCH,
-            )
-        return super().build_test_loader(cfg, dataset_name)
+        build = method_recipe(cfg, "build_test_loader")
+        return build(cfg, dataset_name) if build else super().build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        if _meta_arch(cfg) == "ClusterCAM":
-            from ..solver import build_clustercam_optimizer
-
-            return build_clustercam_optimizer(cfg, model)
-        return super().build_optimizer(cfg, model)
+        build = method_recipe(cfg, "build_optimizer")
+        return build(cfg, model) if build else super().build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
-        if _meta_arch(cfg) == "ClusterCAM":
-            from ..solver import build_clustercam_lr_scheduler
-
-            return build_clustercam_lr_scheduler(cfg, optimizer)
-        return super().build_lr_scheduler(cfg, optimizer)
+        build = method_recipe(cfg, "build_lr_scheduler")
+        return build(cfg, optimizer) if build else super().build_lr_scheduler(cfg, optimizer)

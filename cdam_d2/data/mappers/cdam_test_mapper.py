@@ -7,7 +7,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 
-from ...modeling.cdam.resize import resize_image
+from ..transforms.cdam_resize import resize_image
 
 
 class CDAMTestMapper:

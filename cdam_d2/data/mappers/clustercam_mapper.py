@@ -7,7 +7,7 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from PIL import Image
 
-from ...modeling.clustercam.augmentation import build_train_transform
+from ..transforms.clustercam_augmentation import build_train_transform
 
 __all__ = ["ClusterCAMDatasetMapper"]
 

@@ -12,6 +12,8 @@ from ..cdam import CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, TextQueries, b
 from ..cdam.vocabulary import Vocabulary, read_class_names_file
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+TRAINING_FREE = ("CDAM is training-free: there is nothing to train. Evaluate with "
+                 "`tools/train_net.py --config-file <cdam config> --eval-only`.")
 
 
 @META_ARCH_REGISTRY.register()
@@ -86,6 +88,23 @@ class CDAM(nn.Module):
             "text_autocast_dtype": autocast_dtype,
         }
 
+    # Training recipe read by cdam_d2.engine.Trainer: test mapper only; training is refused.
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        from detectron2.data import build_detection_test_loader
+
+        from ...data.mappers.cdam_test_mapper import CDAMTestMapper
+
+        return build_detection_test_loader(cfg, dataset_name, mapper=CDAMTestMapper(cfg))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        raise ValueError(TRAINING_FREE)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        raise ValueError(TRAINING_FREE)
+
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
@@ -126,8 +145,7 @@ class CDAM(nn.Module):
 
     def forward(self, batched_inputs: List[dict]) -> List[Dict[str, torch.Tensor]]:
         if self.training:
-            raise RuntimeError("CDAM is training-free: call model.eval() and run it with --eval-only "
-                               "(there is nothing to train)")
+            raise RuntimeError(TRAINING_FREE + " (call model.eval() before running the model)")
         outputs = []
         for record in batched_inputs:
             dataset_name = record.get("meta", {}).get("dataset_name") or self.default_dataset

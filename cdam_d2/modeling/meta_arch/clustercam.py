@@ -25,7 +25,7 @@ from ..clustercam import (
     normalize_cams,
     refine_with_background_band,
 )
-from ..clustercam.augmentation import random_erasing
+from ...data.transforms.clustercam_augmentation import random_erasing
 
 __all__ = ["ClusterCAM"]
 
@@ -114,6 +114,38 @@ class ClusterCAM(nn.Module):
             "test_scales": cc.TEST.SCALES,
             "crf": crf,
         }
+
+    # Training recipe read by cdam_d2.engine.Trainer.
+    @classmethod
+    def build_train_loader(cls, cfg):
+        from detectron2.data import build_detection_train_loader
+
+        from ...data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
+
+        return build_detection_train_loader(cfg, mapper=ClusterCAMDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        from detectron2.data import build_detection_test_loader
+
+        from ...data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
+
+        # Several images per batch let the dense CRFs of a batch run in parallel workers.
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=ClusterCAMDatasetMapper(cfg, is_train=False),
+            batch_size=cfg.MODEL.CLUSTERCAM.TEST.IMS_PER_BATCH)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        from ...solver import build_clustercam_optimizer
+
+        return build_clustercam_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        from ...solver import build_clustercam_lr_scheduler
+
+        return build_clustercam_lr_scheduler(cfg, optimizer)
 
     @property
     def device(self):

@@ -1,0 +1,1 @@
+"""Data-side transforms of both methods (plain numpy / PIL / torch; no modeling imports)."""
