@@ -1,4 +1,5 @@
 """The Trainer takes every method-specific piece from the meta-architecture, and knows no method."""
+import contextlib
 import os
 import re
 import unittest
@@ -10,6 +11,11 @@ from tests.d2_guard import requires_detectron2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_CONFIG = os.path.join(REPO, "configs", "quick_schedules", "cdam_voc21_toy_eval.yaml")
+
+
+class FailingEvaluator:
+    def reset(self):
+        raise RuntimeError("evaluator failed")
 
 
 @requires_detectron2
@@ -61,6 +67,15 @@ class TrainerRecipeTest(unittest.TestCase):
                 calls.append(("test_loader", dataset_name))
                 return [dataset_name]
 
+            @classmethod
+            @contextlib.contextmanager
+            def evaluation_context(cls, cfg, model):
+                calls.append("enter")
+                try:
+                    yield
+                finally:
+                    calls.append("exit")
+
         META_ARCH_REGISTRY.register(RecipeProbe)
         try:
             cfg = load_cfg(TOY_CONFIG, ["MODEL.META_ARCHITECTURE", "RecipeProbe"])[0]
@@ -70,9 +85,13 @@ class TrainerRecipeTest(unittest.TestCase):
             # Not declared: Detectron2's default scheduler (WarmupMultiStepLR via LRMultiplier).
             scheduler = Trainer.build_lr_scheduler(cfg, optimizer)
             self.assertTrue(hasattr(scheduler, "step"))
+            # The evaluation context wraps Trainer.test, also when the test raises.
+            with self.assertRaisesRegex(RuntimeError, "evaluator failed"):
+                Trainer.test(cfg, nn.Identity(), evaluators=[FailingEvaluator()])
         finally:
             META_ARCH_REGISTRY._obj_map.pop("RecipeProbe")
-        self.assertEqual(calls, ["optimizer", ("test_loader", "some_split")])
+        self.assertEqual(calls, ["optimizer", ("test_loader", "some_split"), "enter",
+                                 ("test_loader", "cdam_voc21_sem_seg_val"), "exit"])
 
     def test_training_cdam_says_it_is_training_free(self):
         from cdam_d2.engine import load_cfg

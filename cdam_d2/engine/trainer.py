@@ -5,7 +5,9 @@ The Trainer knows no method by name. A meta-architecture class may define any of
 
 - ``build_train_loader(cfg)`` and ``build_test_loader(cfg, dataset_name)``: its data mappers;
 - ``build_optimizer(cfg, model)`` and ``build_lr_scheduler(cfg, optimizer)``: its solver;
-- ``build_hooks(cfg, trainer, hooks) -> hooks``: adapts Detectron2's default hook list.
+- ``build_hooks(cfg, trainer, hooks) -> hooks``: adapts Detectron2's default hook list;
+- ``evaluation_context(cfg, model)``: a context manager entered around each :meth:`Trainer.test`
+  (``model`` unwrapped from DDP), for what an evaluation owns: worker pools, text embeddings, ...
 
 So a third method declares its recipe next to its meta-architecture and touches no shared file.
 """
@@ -23,7 +25,7 @@ from ..evaluation.sem_seg_evaluator import SemSegEvaluator
 from .checkpoint import CoveringCheckpointer
 
 RECIPE_METHODS = ("build_train_loader", "build_test_loader", "build_optimizer", "build_lr_scheduler",
-                  "build_hooks")
+                  "build_hooks", "evaluation_context")
 
 
 def method_recipe(cfg, name):
@@ -67,6 +69,15 @@ class Trainer(DefaultTrainer):
         hooks = super().build_hooks()
         adapt = method_recipe(self.cfg, "build_hooks")
         return adapt(self.cfg, self, hooks) if adapt else hooks
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        open_context = method_recipe(cfg, "evaluation_context")
+        if open_context is None:
+            return super().test(cfg, model, evaluators)
+        unwrapped = model.module if isinstance(model, DistributedDataParallel) else model
+        with open_context(cfg, unwrapped):
+            return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
