@@ -85,7 +85,7 @@ def is_complete_file(path, size=None):
             with Image.open(path) as image:
                 image.load()
                 return size is None or (image.height, image.width) == tuple(size)
-        except (OSError, SyntaxError, ValueError):
+        except Exception:  # PIL reports damage as OSError, SyntaxError, struct.error, ...
             return False
     return True
 
