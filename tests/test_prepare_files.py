@@ -1,15 +1,22 @@
 """Atomic writing, resumability and missing-input errors shared by the preparation tools."""
 import contextlib
 import io
+import json
+import multiprocessing
 import os
 import runpy
+import subprocess
+import sys
 import tempfile
 import unittest
 
 import numpy as np
 from PIL import Image
 
+from cdam_d2.data.prepare import files
 from cdam_d2.data.prepare.files import (
+    is_complete_file,
+    prepare_output_dir,
     remove_stale_temp_files,
     require_path,
     save_label_png,
@@ -34,6 +41,16 @@ def _square(x):
 def _write_marker(task):
     path, value = task
     save_label_png(np.full((2, 3), value, dtype=np.uint8), path)
+
+
+def _marker_size(task):
+    return 2, 3
+
+
+def _truncate(path):
+    """Keep the first half of a file, as a full disk or an interrupted copy leaves it."""
+    with open(path, "rb+") as f:
+        f.truncate(os.path.getsize(path) // 2)
 
 
 class TestAtomicWrites(unittest.TestCase):
@@ -74,12 +91,77 @@ class TestAtomicWrites(unittest.TestCase):
         self.assertTrue(temp.startswith("."))
         self.assertFalse(temp.endswith(".png"))
 
-    def test_remove_stale_temp_files_only_touches_temp_names(self):
-        names = [".a.png.123.tmp", "a.png", ".hidden", "b.tmp"]
-        for name in names:
+    def test_temp_names_are_unique_per_call(self):
+        path = os.path.join(self.root, "x.png")
+        self.assertNotEqual(temp_path_for(path), temp_path_for(path))
+
+    def test_only_temps_of_stopped_writers_are_stale(self):
+        finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True, check=True)
+        dead_pid = int(finished.stdout)  # that process has exited
+
+        def temp_name(pid, host=files._HOST):
+            return f".a.png.{host}.{pid}.0123abcd.tmp"
+
+        stale = [temp_name(dead_pid), temp_name(os.getpid())]  # own pid, not being written
+        kept = [temp_name(os.getppid()),  # a live writer
+                temp_name(dead_pid, host="otherhost"),  # another host: its pids mean nothing here
+                "a.png", ".hidden", "b.tmp", ".a.png.123.tmp"]
+        for name in stale + kept:
             open(os.path.join(self.root, name), "w").close()
-        self.assertEqual(remove_stale_temp_files(self.root), 1)
-        self.assertEqual(sorted(os.listdir(self.root)), sorted(names[1:]))
+        self.assertEqual(remove_stale_temp_files(self.root), 2)
+        self.assertEqual(sorted(os.listdir(self.root)), sorted(kept))
+
+    def test_a_temp_being_written_is_not_stale(self):
+        path = os.path.join(self.root, "a.png")
+
+        def write_while_cleaning(temp_path):
+            _write_png(temp_path)
+            self.assertEqual(remove_stale_temp_files(self.root), 0)
+
+        write_atomically(path, write_while_cleaning)
+        self.assertTrue(is_complete_file(path))
+
+
+def _write_png(path, value=1, size=(20, 30)):
+    Image.fromarray(np.full(size, value, dtype=np.uint8)).save(path, format="PNG")
+
+
+def _writer_process(directory, count, value, started, proceed):
+    """One export run: clean the folder, write ``count`` PNGs; the first write waits after its
+    temp file exists until ``proceed`` is set, so the other run's start-up cleaning happens then."""
+    prepare_output_dir(directory)
+    for index in range(count):
+        def write(temp_path):
+            _write_png(temp_path, value)
+            if index == 0 and started is not None:
+                started.set()
+                proceed.wait(30)
+
+        write_atomically(os.path.join(directory, f"{value}_{index}.png"), write)
+        prepare_output_dir(directory)  # as a run starting at any moment would
+
+
+class TestConcurrentWriters(unittest.TestCase):
+    def test_two_writer_processes_in_one_folder_keep_each_others_temp_files(self):
+        context = multiprocessing.get_context("fork")
+        started, proceed = context.Event(), context.Event()
+        with tempfile.TemporaryDirectory() as root:
+            first = context.Process(target=_writer_process, args=(root, 5, 1, started, proceed))
+            first.start()
+            self.assertTrue(started.wait(60), "first writer did not start")
+            second = context.Process(target=_writer_process, args=(root, 20, 2, None, None))
+            second.start()
+            second.join(60)
+            proceed.set()
+            first.join(60)
+            self.assertEqual((first.exitcode, second.exitcode), (0, 0))
+            names = sorted(os.listdir(root))
+            expected = sorted([f"1_{i}.png" for i in range(5)] + [f"2_{i}.png" for i in range(20)])
+            self.assertEqual(names, expected)  # every output, no temp file left
+            for name in names:
+                with Image.open(os.path.join(root, name)) as image:
+                    np.testing.assert_array_equal(np.array(image), int(name[0]))
 
 
 class TestResumableWriting(unittest.TestCase):
@@ -93,6 +175,48 @@ class TestResumableWriting(unittest.TestCase):
             self.assertEqual((summary.written, summary.skipped), (1, 1))
             np.testing.assert_array_equal(np.array(Image.open(done)), 7)  # untouched
             np.testing.assert_array_equal(np.array(Image.open(todo)), 2)
+
+    def test_damaged_outputs_are_rewritten_and_good_ones_kept(self):
+        with tempfile.TemporaryDirectory() as root:
+            paths = [os.path.join(root, f"{name}.png") for name in ("good", "cut", "empty", "small")]
+            for path in paths:
+                save_label_png(np.full((2, 3), 7, dtype=np.uint8), path)
+            _truncate(paths[1])
+            open(paths[2], "w").close()
+            save_label_png(np.full((1, 3), 7, dtype=np.uint8), paths[3])  # wrong size
+            for workers in (1, 2):
+                tasks = [(path, workers) for path in paths]
+                summary = write_missing(_write_marker, tasks, workers=workers, size_of=_marker_size)
+                if workers == 1:
+                    self.assertEqual((summary.written, summary.skipped), (3, 1))
+                    self.assertEqual(summary.damaged, tuple(paths[1:]))
+                else:  # everything is complete now
+                    self.assertEqual((summary.written, summary.skipped, summary.damaged), (0, 4, ()))
+            values = [np.array(Image.open(path)) for path in paths]
+            np.testing.assert_array_equal(values[0], 7)  # never rewritten
+            for value in values[1:]:
+                np.testing.assert_array_equal(value, np.ones((2, 3)))
+
+    def test_is_complete_file(self):
+        with tempfile.TemporaryDirectory() as root:
+            png, json_path, other = (os.path.join(root, name) for name in ("a.png", "a.json", "a.npy"))
+            noise = np.random.default_rng(0).integers(0, 21, (20, 30), dtype=np.uint8)  # compresses badly
+            Image.fromarray(noise).save(png)
+            with open(json_path, "w") as f:
+                json.dump({"a": [1, 2]}, f)
+            open(other, "w").close()
+            self.assertTrue(all(map(is_complete_file, (png, json_path, other))))
+            self.assertTrue(is_complete_file(png, size=(20, 30)))
+            self.assertFalse(is_complete_file(png, size=(30, 20)))
+            self.assertFalse(is_complete_file(os.path.join(root, "missing.png")))
+            with open(png, "rb") as f:
+                data = f.read()
+            for cut in range(0, len(data) // 2, 3):  # every kind of cut: header, chunk, pixel data
+                with open(png, "wb") as f:
+                    f.write(data[:cut])
+                self.assertFalse(is_complete_file(png), cut)
+            _truncate(json_path)
+            self.assertFalse(is_complete_file(json_path))
 
     def test_parallel_map_keeps_order_with_a_pool(self):
         tasks = list(range(50))

@@ -20,6 +20,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def parse_args(argv=None):
+    from cdam_d2.engine.cli import add_unsafe_config_flag
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--input", nargs="+", required=True, help="image files and/or folders of images")
@@ -27,6 +29,7 @@ def parse_args(argv=None):
     parser.add_argument("--vocabulary", default="", help='e.g. "background; cat; dog; sofa, couch"')
     parser.add_argument("--dataset", default="", help="registered dataset whose classes to use")
     parser.add_argument("--opacity", type=float, default=0.5)
+    add_unsafe_config_flag(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return parser.parse_args(argv)
 
@@ -34,7 +37,7 @@ def parse_args(argv=None):
 def setup_cfg(args):
     from cdam_d2.engine import load_cfg
 
-    cfg, fallbacks = load_cfg(args.config_file, args.opts)
+    cfg, fallbacks = load_cfg(args.config_file, args.opts, allow_unsafe_yaml=args.allow_unsafe_config)
     for message in fallbacks:
         print(f"Warning: {message}")
     cfg.freeze()

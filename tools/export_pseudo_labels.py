@@ -7,8 +7,9 @@
 Each image gets ``<output>/<image_id>.png`` (uint8: 0 background, c = class id, 255 ignore), computed at
 the original image size from its image-level labels: multi-scale flipped CAMs, min-max normalised,
 then (``--kind labels``, default) the background band + PAR refinement used in training, or
-(``--kind cam``) the plain argmax over [BG_THR; CAMs]. Finished files are skipped, so an interrupted
-run resumes; each file is written to a temporary name and then renamed.
+(``--kind cam``) the plain argmax over [BG_THR; CAMs]. Each file is written to a temporary name and then
+renamed, and a re-run skips the files that decode completely at their image's size, so an interrupted run
+resumes and a file damaged afterwards (a full disk, an interrupted copy) is written again.
 """
 import argparse
 import logging
@@ -18,12 +19,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cdam_d2.data.prepare.files import prepare_output_dir, save_label_png
+from cdam_d2.data.image_io import oriented_image_size
+from cdam_d2.data.prepare.files import is_complete_file, prepare_output_dir, save_label_png
 
 logger = logging.getLogger("cdam_d2.export_pseudo_labels")
 
 
 def parse_args(argv=None):
+    from cdam_d2.engine.cli import add_unsafe_config_flag
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--dataset", required=True, help="registered dataset name with image_labels")
@@ -31,6 +35,7 @@ def parse_args(argv=None):
     parser.add_argument("--kind", choices=("labels", "cam"), default="labels")
     parser.add_argument("--train-mode", action="store_true",
                         help="compute CAMs with DropPath active (as in training); default: eval mode")
+    add_unsafe_config_flag(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, e.g. MODEL.WEIGHTS path")
     return parser.parse_args(argv)
 
@@ -38,7 +43,7 @@ def parse_args(argv=None):
 def setup_cfg(args):
     from cdam_d2.engine import load_cfg
 
-    cfg, fallbacks = load_cfg(args.config_file, args.opts)
+    cfg, fallbacks = load_cfg(args.config_file, args.opts, allow_unsafe_yaml=args.allow_unsafe_config)
     for message in fallbacks:
         print(f"Warning: {message}")
     if cfg.MODEL.META_ARCHITECTURE != "ClusterCAM":
@@ -46,6 +51,13 @@ def setup_cfg(args):
                          f"(MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE})")
     cfg.freeze()
     return cfg
+
+
+def expected_size(record):
+    """(H, W) of the label map of ``record``: the original image size."""
+    if "height" in record and "width" in record:
+        return record["height"], record["width"]
+    return oriented_image_size(record)
 
 
 def output_name(record):
@@ -64,19 +76,21 @@ def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
 
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        CoveringCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        CoveringCheckpointer(model, allow_pickled_weights=cfg.CDAM_D2.ALLOW_PICKLED_WEIGHTS).load(cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: exporting labels of an untrained ClusterCAM head.")
     model.eval()
     mapper = ClusterCAMDatasetMapper(cfg, is_train=False)
     records = DatasetCatalog.get(dataset_name)
-    prepare_output_dir(output_dir)  # also clears temp files of an interrupted run
+    prepare_output_dir(output_dir)  # also clears temp files of interrupted runs
     written = skipped = 0
     for record in tqdm(records, desc=f"{kind} {dataset_name}"):
         path = os.path.join(output_dir, output_name(record))
         if os.path.exists(path):
-            skipped += 1
-            continue
+            if is_complete_file(path, expected_size(record)):
+                skipped += 1
+                continue
+            logger.warning("%s does not decode completely at the image's size; writing it again", path)
         if "image_labels" not in record:
             raise KeyError(f"dataset '{dataset_name}' record {record['file_name']} has no image_labels")
         image = model.normalize(mapper(record)["image"]).unsqueeze(0)

@@ -3,14 +3,16 @@
 
     python tools/train_net.py --config-file configs/cdam_voc21.yaml --eval-only
     python tools/train_net.py --config-file configs/clustercam_voc.yaml --num-gpus 1
-"""
-from detectron2.engine import default_argument_parser, launch
 
-from cdam_d2.engine import main
+Config files are read as plain data: a Python YAML tag is refused unless --allow-unsafe-config is given.
+"""
+from detectron2.engine import launch
+
+from cdam_d2.engine import argument_parser, main
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(
         main,

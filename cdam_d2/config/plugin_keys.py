@@ -15,3 +15,6 @@ def add_plugin_keys(cfg):
     # DDP option for models with branches that are idle in some iterations (ClusterCAM's decoder
     # before the segmentation phase starts).
     cfg.CDAM_D2.DDP_FIND_UNUSED_PARAMETERS = False
+    # Load weight files that need full pickle (a .pkl or .pth holding Python objects besides
+    # tensors and numpy arrays). Full pickle runs any code the file names: only for trusted files.
+    cfg.CDAM_D2.ALLOW_PICKLED_WEIGHTS = False

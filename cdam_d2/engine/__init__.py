@@ -1,4 +1,5 @@
-from .cli import load_cfg, main, setup
+from .cli import UnsafeConfigError, add_unsafe_config_flag, argument_parser, load_cfg, main, setup
 from .trainer import Trainer
 
-__all__ = ["Trainer", "load_cfg", "main", "setup"]
+__all__ = ["Trainer", "UnsafeConfigError", "add_unsafe_config_flag", "argument_parser", "load_cfg", "main",
+           "setup"]

@@ -1,14 +1,65 @@
-"""A checkpointer that refuses to leave model weights silently uninitialised."""
+"""A checkpointer that reads weight files as data and refuses to leave model weights silently
+uninitialised."""
+import os
+
 from detectron2.checkpoint import DetectionCheckpointer
+
+from ..weight_files import load_pickled_arrays, load_torch_file
+
+PICKLE_OPT_IN = ("set CDAM_D2.ALLOW_PICKLED_WEIGHTS True (e.g. on the command line) to load it with "
+                 "full pickle")
 
 
 class CoveringCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` that raises when a checkpoint misses model weights.
+    """``DetectionCheckpointer`` that loads without running code from the file, names a damaged
+    file, and raises when a checkpoint misses model weights.
 
-    Detectron2 loads non-strictly and only logs missing keys, so an unconverted checkpoint (say
-    an official ClusterCAM ``.pth`` whose keys lack the ``net.`` prefix) would train or evaluate a
-    random model without an error. Unexpected extra keys are still only logged.
+    - ``.pth`` and other torch files load with ``torch.load(weights_only=True)`` (Detectron2 uses
+      full pickle); ``.pkl`` model-zoo files (numpy arrays, e.g. ImageNet ``R-50.pkl``) load with
+      an unpickler that rebuilds arrays only. Files that need full pickle are refused unless
+      ``allow_pickled_weights`` (``CDAM_D2.ALLOW_PICKLED_WEIGHTS``) is set.
+    - A truncated or damaged file raises an error naming it, the key it came from (``MODEL.WEIGHTS``
+      or the last checkpoint of ``OUTPUT_DIR`` when resuming) and what to do.
+    - Detectron2 loads non-strictly and only logs missing keys, so an unconverted checkpoint (say
+      an official ClusterCAM ``.pth`` whose keys lack the ``net.`` prefix) would train or evaluate
+      a random model without an error; here missing or misshapen weights raise. Unexpected extra
+      keys are still only logged.
     """
+
+    def __init__(self, model, save_dir="", *, allow_pickled_weights=False, **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.allow_pickled_weights = allow_pickled_weights
+        self._source = "MODEL.WEIGHTS"
+
+    def resume_or_load(self, path, *, resume=True):
+        if not (resume and self.has_checkpoint()):
+            return super().resume_or_load(path, resume=resume)
+        self._source = "the last checkpoint of OUTPUT_DIR"
+        try:
+            return super().resume_or_load(path, resume=resume)
+        finally:
+            self._source = "MODEL.WEIGHTS"
+
+    def _what_to_do(self):
+        if self._source == "MODEL.WEIGHTS":
+            return "download or copy it again, or give an earlier checkpoint of the run"
+        last = os.path.join(self.save_dir, "last_checkpoint")
+        return (f"write the name of an earlier model_*.pth into {last}, or run without --resume to "
+                "start from MODEL.WEIGHTS")
+
+    def _read_options(self):
+        return dict(allow_pickle=self.allow_pickled_weights, opt_in=PICKLE_OPT_IN,
+                    what_to_do=self._what_to_do())
+
+    def _load_file(self, filename):
+        if filename.endswith(".pkl"):
+            return _model_zoo_checkpoint(load_pickled_arrays(filename, self._source, **self._read_options()))
+        if filename.endswith(".pyth"):
+            return _pycls_checkpoint(self._torch_load(filename), filename)
+        return super()._load_file(filename)  # reads through _torch_load
+
+    def _torch_load(self, f):
+        return load_torch_file(f, self._source, **self._read_options())
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
@@ -21,8 +72,27 @@ class CoveringCheckpointer(DetectionCheckpointer):
             problems.append(f"{len(incompatible.incorrect_shapes)} have the wrong shape, e.g. {shapes}")
         if problems:
             raise RuntimeError(
-                "The checkpoint given by MODEL.WEIGHTS does not fit the model: " + "; ".join(problems)
+                f"The checkpoint given by {self._source} does not fit the model: " + "; ".join(problems)
                 + ". Check MODEL.* shape keys, and convert official checkpoints first (e.g. "
                 "tools/convert_clustercam_checkpoint.py)."
             )
         return incompatible
+
+
+def _model_zoo_checkpoint(data):
+    """Detectron2's reading of a ``.pkl``: a Detectron2 model-zoo file is used as it is; a Caffe2 /
+    Detectron1 one (``blobs`` for detection models, a flat dict for ImageNet ones) becomes a
+    ``model`` dict without momentum buffers, matched to the model by name heuristics."""
+    if "model" in data and "__author__" in data:
+        return data
+    blobs = data.get("blobs", data)
+    model = {key: value for key, value in blobs.items() if not key.endswith("_momentum")}
+    return {"model": model, "__author__": "Caffe2", "matching_heuristics": True}
+
+
+def _pycls_checkpoint(data, filename):
+    """Detectron2's reading of a pycls ``.pyth`` file (``model_state``, no BN batch counters)."""
+    if "model_state" not in data:
+        raise ValueError(f"Cannot load .pyth file {filename}; pycls checkpoints must contain 'model_state'.")
+    model = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+    return {"model": model, "__author__": "pycls", "matching_heuristics": True}

@@ -4,8 +4,9 @@ import logging
 import os
 
 import torch
+import yaml
 from detectron2.config import get_cfg
-from detectron2.engine import default_setup
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -17,15 +18,55 @@ from .trainer import Trainer
 logger = logging.getLogger("cdam_d2")
 
 
-def load_cfg(config_file, opts=()):
+UNSAFE_CONFIG_FLAG = "--allow-unsafe-config"
+
+
+class UnsafeConfigError(ValueError):
+    """A config file with a YAML tag that only unsafe loading (which can run code) understands."""
+
+
+def add_unsafe_config_flag(parser):
+    """Add ``--allow-unsafe-config`` (``args.allow_unsafe_config``) to an ``ArgumentParser``."""
+    parser.add_argument(
+        UNSAFE_CONFIG_FLAG, action="store_true",
+        help="load config files with Python YAML tags (yaml.unsafe_load: the file can run code); "
+             "only for files you trust")
+    return parser
+
+
+def argument_parser():
+    """Detectron2's ``default_argument_parser`` plus ``--allow-unsafe-config``."""
+    return add_unsafe_config_flag(default_argument_parser())
+
+
+def _merge_config_file(cfg, config_file, allow_unsafe_yaml):
+    try:
+        cfg.merge_from_file(config_file, allow_unsafe=allow_unsafe_yaml)
+    except yaml.constructor.ConstructorError as error:
+        # Detectron2 would fall back to yaml.unsafe_load here; the tag may name any callable.
+        mark = error.problem_mark
+        where = f"{mark.name}:{mark.line + 1}" if mark else config_file
+        via = "" if mark is None or mark.name == config_file else f" (a _BASE_ of {config_file})"
+        raise UnsafeConfigError(
+            f"{where}{via}: {error.problem}. Config files are read as plain data (yaml.safe_load), "
+            f"so Python tags such as !!python/object are refused. If you trust this file, pass "
+            f"{UNSAFE_CONFIG_FLAG} (load_cfg(..., allow_unsafe_yaml=True)); the file can then run code."
+        ) from None
+
+
+def load_cfg(config_file, opts=(), allow_unsafe_yaml=False):
     """``get_cfg`` + :func:`add_cdam_config` + the file + ``opts``, adapted to this machine.
+
+    The file (and its ``_BASE_`` files) is read with ``yaml.safe_load``; a Python tag raises
+    :class:`UnsafeConfigError` naming the file, unless ``allow_unsafe_yaml`` lets Detectron2 fall
+    back to ``yaml.unsafe_load``. ``opts`` values are parsed as literals, never run.
 
     Returns the (unfrozen) config and the list of fallbacks applied (no CUDA -> CPU; AMP off on
     CPU), for the caller to log.
     """
     cfg = get_cfg()
     add_cdam_config(cfg)
-    cfg.merge_from_file(config_file)
+    _merge_config_file(cfg, config_file, allow_unsafe_yaml)
     cfg.merge_from_list(list(opts))
     fallbacks = []
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
@@ -38,8 +79,10 @@ def load_cfg(config_file, opts=()):
 
 
 def setup(args):
-    """Config from ``args.config_file`` + ``args.opts``, adapted to the machine, frozen."""
-    cfg, fallbacks = load_cfg(args.config_file, args.opts)
+    """Config from ``args.config_file`` + ``args.opts``, adapted to the machine, frozen.
+    ``args.allow_unsafe_config`` (see :func:`argument_parser`) is optional."""
+    cfg, fallbacks = load_cfg(args.config_file, args.opts,
+                              allow_unsafe_yaml=getattr(args, "allow_unsafe_config", False))
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cdam_d2")
@@ -55,7 +98,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        checkpointer = CoveringCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer = CoveringCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
+                                            allow_pickled_weights=cfg.CDAM_D2.ALLOW_PICKLED_WEIGHTS)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         loaded = cfg.MODEL.WEIGHTS or (args.resume and checkpointer.has_checkpoint())
         if not loaded and any(p.requires_grad for p in model.parameters()):

@@ -59,7 +59,8 @@ class Trainer(DefaultTrainer):
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = CoveringCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = CoveringCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
+                                                 allow_pickled_weights=cfg.CDAM_D2.ALLOW_PICKLED_WEIGHTS)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

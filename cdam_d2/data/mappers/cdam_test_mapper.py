@@ -7,6 +7,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 
+from ..image_io import read_image_checked
 from ..transforms.cdam_resize import resize_image
 
 
@@ -30,7 +31,7 @@ class CDAMTestMapper:
 
     def __call__(self, dataset_dict: dict) -> dict:
         record = copy.deepcopy(dataset_dict)
-        image = utils.read_image(record["file_name"], format=self.image_format)
+        image = read_image_checked(record, format=self.image_format)
         utils.check_image_size(record, image)
         record["height"], record["width"] = image.shape[:2]
         resized = resize_image(image, self.short_side, self.long_side)

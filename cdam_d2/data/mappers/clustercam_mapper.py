@@ -7,6 +7,7 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from PIL import Image
 
+from ..image_io import read_image_checked
 from ..transforms.clustercam_augmentation import build_train_transform
 
 __all__ = ["ClusterCAMDatasetMapper"]
@@ -41,7 +42,7 @@ class ClusterCAMDatasetMapper:
 
     def __call__(self, dataset_dict):
         record = copy.deepcopy(dataset_dict)
-        image = utils.read_image(record["file_name"], format=self.image_format)
+        image = read_image_checked(record, format=self.image_format)
         utils.check_image_size(record, image)
         record.setdefault("height", image.shape[0])
         record.setdefault("width", image.shape[1])

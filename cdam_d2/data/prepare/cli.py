@@ -44,5 +44,8 @@ def run(main, argv=None):
 
 
 def report(summary, what, output_dir):
-    """Print one line summarising a :class:`WriteSummary`."""
+    """Print one line summarising a :class:`WriteSummary` (and the damaged files it replaced)."""
     print(f"{what}: wrote {summary.written}, already done {summary.skipped} -> {output_dir}")
+    if summary.damaged:
+        print(f"warning: {len(summary.damaged)} existing file(s) did not decode completely at the "
+              f"expected size and were written again, e.g. {summary.damaged[0]}")

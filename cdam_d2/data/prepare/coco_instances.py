@@ -135,6 +135,10 @@ def _write_label_png(task):
     save_label_png(rasterize_instances(height, width, shapes), output_path)
 
 
+def _label_size(task):
+    return task[1], task[2]
+
+
 def write_instance_label_pngs(data, output_dir, suffix, annotated_only, workers=1, desc=None):
     """Write one semantic label PNG per image of a COCO instances json (non-crowd, later wins).
 
@@ -161,4 +165,4 @@ def write_instance_label_pngs(data, output_dir, suffix, annotated_only, workers=
         for image in data["images"]
         if annotated.get(image["id"]) or not annotated_only
     ]
-    return write_missing(_write_label_png, tasks, workers=workers, desc=desc)
+    return write_missing(_write_label_png, tasks, workers=workers, desc=desc, size_of=_label_size)

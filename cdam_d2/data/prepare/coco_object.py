@@ -10,6 +10,7 @@ Two sources give the same class order (contiguous id = rank of the COCO category
 import os
 
 import numpy as np
+from PIL import Image
 
 from ..label_io import read_label_map
 from .coco_instances import load_instances, write_instance_label_pngs
@@ -76,6 +77,11 @@ def _convert_one(task):
     save_label_png(label, output_path)
 
 
+def _source_size(task):
+    with Image.open(task[1]) as source:  # reads the header only
+        return source.height, source.width
+
+
 def stuffthingmap_tasks(annotation_dir):
     """(output path, source path) pairs for every stuffthingmap PNG of one split folder."""
     names = sorted(
@@ -102,7 +108,9 @@ def prepare_from_stuffthingmaps(coco_stuff_root, split, workers=1):
             f"No stuffthingmap PNGs (<id>.png) in {annotation_dir}.\n{STUFFTHINGMAPS_HINT}"
         )
     prepare_output_dir(annotation_dir)
-    return write_missing(_convert_one, tasks, workers=workers, desc=f"COCO-Object {split}")
+    return write_missing(
+        _convert_one, tasks, workers=workers, desc=f"COCO-Object {split}", size_of=_source_size
+    )
 
 
 def prepare_from_instances(coco_stuff_root, split, instances_json, workers=1):

@@ -2,24 +2,32 @@
 import json
 import os
 import re
+import secrets
+import socket
 
 import numpy as np
 from PIL import Image
 
-# Temporary outputs are hidden files ending in ".<pid>.tmp": they never match an output name or an
-# input glob such as "*.png", so an interrupted write is never mistaken for a finished file.
-_TEMP_NAME = re.compile(r"^\..+\.\d+\.tmp$")
+# Temporary outputs are hidden files ".<name>.<host>.<pid>.<token>.tmp": they never match an output
+# name or an input glob such as "*.png", so an interrupted write is never mistaken for a finished
+# file, and host + pid tell whether the writer may still be running (see remove_stale_temp_files).
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "host"
+# Temp files this process is writing right now (never stale, although their pid is alive).
+_IN_FLIGHT = set()
 
 
 def temp_path_for(path):
-    """Temporary file name next to ``path`` (same directory, so ``os.replace`` is atomic)."""
+    """A fresh temporary file name next to ``path`` (same directory, so ``os.replace`` is atomic),
+    unique per host, process and call, so concurrent writers never share or delete each other's."""
     directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    return os.path.join(directory, f".{name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 def write_atomically(path, write):
     """Call ``write(temp_path)``, then move the result to ``path``; never leaves a partial file."""
     temp_path = temp_path_for(path)
+    _IN_FLIGHT.add(temp_path)
     try:
         write(temp_path)
         os.replace(temp_path, path)
@@ -27,6 +35,59 @@ def write_atomically(path, write):
         if os.path.exists(temp_path):
             os.remove(temp_path)
         raise
+    finally:
+        _IN_FLIGHT.discard(temp_path)
+
+
+def _process_is_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def is_stale_temp_file(path):
+    """Whether ``path`` is a temporary file whose writer provably stopped: written on this host by
+    a process that is gone, or by this process but not being written now. Temp files of other
+    hosts (a shared file system) and of live processes are never stale."""
+    match = _TEMP_NAME.match(os.path.basename(path))
+    if match is None or match["host"] != _HOST:
+        return False
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return path not in _IN_FLIGHT
+    return not _process_is_alive(pid)
+
+
+def is_complete_file(path, size=None):
+    """Whether ``path`` is a finished output that a resumed run may skip.
+
+    Images (any extension PIL knows, e.g. ``.png``) must decode completely — a truncated or
+    damaged file raises in ``Image.load`` — and have ``size`` = (H, W) when it is given; ``.json``
+    files must parse. Other files only need to exist. Costs one decode, far less than producing
+    the file again.
+    """
+    if not os.path.isfile(path):
+        return False
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".json":
+        try:
+            with open(path) as f:
+                json.load(f)
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return True
+    if extension in Image.registered_extensions():
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return size is None or (image.height, image.width) == tuple(size)
+        except Exception:  # PIL reports damage as OSError, SyntaxError, struct.error, ...
+            return False
+    return True
 
 
 def save_label_png(label, path):
@@ -71,17 +132,24 @@ def read_id_list(path):
 
 
 def remove_stale_temp_files(directory):
-    """Delete temporary files left in ``directory`` by an interrupted run; returns how many."""
+    """Delete the temporary files in ``directory`` that interrupted runs left behind (see
+    :func:`is_stale_temp_file`; those of writers still running are kept); returns how many."""
     if not os.path.isdir(directory):
         return 0
-    stale = [name for name in os.listdir(directory) if _TEMP_NAME.match(name)]
-    for name in stale:
-        os.remove(os.path.join(directory, name))
-    return len(stale)
+    removed = 0
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if is_stale_temp_file(path):
+            try:
+                os.remove(path)
+                removed += 1
+            except FileNotFoundError:  # another run cleaned it first
+                pass
+    return removed
 
 
 def prepare_output_dir(directory):
-    """Create ``directory`` if needed and clear temporary files of an interrupted earlier run."""
+    """Create ``directory`` if needed and clear temporary files of interrupted earlier runs."""
     os.makedirs(directory, exist_ok=True)
     remove_stale_temp_files(directory)
 

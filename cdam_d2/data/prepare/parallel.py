@@ -1,9 +1,11 @@
 """Map a function over many files with an optional process pool and a progress bar."""
 import multiprocessing
 import os
-from typing import NamedTuple
+from typing import NamedTuple, Tuple
 
 from tqdm import tqdm
+
+from .files import is_complete_file
 
 
 def parallel_map(function, tasks, workers=1, desc=None):
@@ -26,21 +28,45 @@ def parallel_map(function, tasks, workers=1, desc=None):
 
 
 class WriteSummary(NamedTuple):
-    """How many outputs a resumable writer produced now and how many were already finished."""
+    """How many outputs a resumable writer produced now and how many were already finished.
+
+    ``damaged`` lists the existing outputs that failed verification and were written again (they
+    are counted in ``written``).
+    """
 
     written: int
     skipped: int
+    damaged: Tuple[str, ...] = ()
 
 
-def write_missing(write_one, tasks, workers=1, desc=None):
-    """Run ``write_one(task)`` for every task whose output does not exist yet.
+def _write_unless_complete(job):
+    write_one, size_of, task = job
+    path = task[0]
+    exists = os.path.exists(path)
+    if exists and is_complete_file(path, size_of(task) if size_of else None):
+        return "skipped"
+    write_one(task)
+    return "damaged" if exists else "written"
+
+
+def write_missing(write_one, tasks, workers=1, desc=None, size_of=None):
+    """Run ``write_one(task)`` for every task whose output is not a complete file yet.
 
     Each task is a tuple whose first element is its output path. Outputs are written atomically
-    (see :mod:`cdam_d2.data.prepare.files`), so an existing path is a finished file and is skipped.
+    (see :mod:`cdam_d2.data.prepare.files`), so an interrupted run leaves no partial file; an
+    existing output may still have been damaged later (a full disk, an interrupted copy), so each
+    one is verified with :func:`~cdam_d2.data.prepare.files.is_complete_file` (in the workers) and
+    written again when it fails.
 
+    Args:
+        write_one, tasks, workers, desc: as in :func:`parallel_map`.
+        size_of: optional picklable ``size_of(task) -> (H, W)``, the size an image output must have.
     Returns:
         WriteSummary
     """
-    pending = [task for task in tasks if not os.path.exists(task[0])]
-    parallel_map(write_one, pending, workers=workers, desc=desc)
-    return WriteSummary(written=len(pending), skipped=len(tasks) - len(pending))
+    tasks = list(tasks)
+    outcomes = parallel_map(_write_unless_complete, [(write_one, size_of, task) for task in tasks],
+                            workers=workers, desc=desc)
+    damaged = tuple(task[0] for task, outcome in zip(tasks, outcomes) if outcome == "damaged")
+    skipped = outcomes.count("skipped")
+    return WriteSummary(written=len(tasks) - skipped, skipped=skipped, damaged=damaged)

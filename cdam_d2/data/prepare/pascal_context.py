@@ -94,6 +94,13 @@ def _convert_one(task):
     save_label_png(label, output_path)
 
 
+def _label_map_size(task):
+    from scipy.io import whosmat
+
+    shapes = {name: shape for name, shape, _ in whosmat(task[1])}  # reads headers only
+    return shapes.get("LabelMap")
+
+
 def available_ids(mat_dir):
     """Sorted ids of ``<mat_dir>/<id>.mat``."""
     require_path(mat_dir, "PASCAL Context trainval folder", CONTEXT_ANNOTATIONS_HINT)
@@ -120,7 +127,9 @@ def write_context60_pngs(context_dir, output_dir, workers=1):
         )
         for image_id in ids
     ]
-    return write_missing(_convert_one, tasks, workers=workers, desc="Context60")
+    return write_missing(
+        _convert_one, tasks, workers=workers, desc="Context60", size_of=_label_map_size
+    )
 
 
 def split_ids(list_path, available):

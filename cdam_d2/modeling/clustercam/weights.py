@@ -4,6 +4,7 @@ import os
 
 import torch
 
+from ...weight_files import load_torch_file
 from .network import interpolate_patch_pos_embed
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+DEIT_DOWNLOAD_HINT = ("download deit_small_patch16_224-cd65a155.pth again "
+                      "(https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth)")
 
 # Parameters that ClusterCAM always trains from scratch (the DeiT checkpoint has no source for them).
 NOT_PRETRAINED_PREFIXES = ("head.", "decoder.")
@@ -104,7 +108,7 @@ def load_deit_state_dict(source):
     (e.g. ``deit_small_patch16_224``) and downloaded through timm.
     """
     if os.path.isfile(source):
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        state = load_torch_file(source, "MODEL.CLUSTERCAM.PRETRAINED", what_to_do=DEIT_DOWNLOAD_HINT)
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         if not isinstance(state, dict):
