@@ -1,7 +1,7 @@
 """On-disk layouts of the registered datasets, relative to the datasets root.
 
-One table describes every dataset, so the loader, the registration, the toy generator and the
-README all agree on where files live.
+One table describes every ``cdam_*`` split, so the loader, the registration and the README agree on
+where the prepared files live (the toy generator writes the raw downloads that the tools prepare).
 """
 from dataclasses import dataclass
 from typing import Optional, Tuple
