@@ -1,24 +1,13 @@
 """Dataset layouts and readers. Importing this module needs no detectron2; ``register`` does."""
-from .builtin_meta import (
-    COCO81_CLASSES,
-    COCO_STUFF171_CLASSES,
-    CONTEXT59_CLASSES,
-    CONTEXT60_CLASSES,
-    VOC20_CLASSES,
-    VOC21_CLASSES,
-    pascal_colormap,
-)
+from .builtin_meta import COCO81_CLASSES, CONTEXT60_CLASSES, VOC21_CLASSES, pascal_colormap
 from .layouts import LAYOUTS, SemSegLayout
 from .loader import default_datasets_root, load_sem_seg_records
 
 __all__ = [
     "COCO81_CLASSES",
-    "COCO_STUFF171_CLASSES",
-    "CONTEXT59_CLASSES",
     "CONTEXT60_CLASSES",
     "LAYOUTS",
     "SemSegLayout",
-    "VOC20_CLASSES",
     "VOC21_CLASSES",
     "default_datasets_root",
     "load_sem_seg_records",
