@@ -31,6 +31,10 @@ TOOL_NAMES = (
     "prepare_pascal_context.py",
     "prepare_image_labels.py",
     "prepare_coco14.py",
+    "prepare_voc.py",
+    "prepare_coco_stuff.py",
+    "prepare_cityscapes.py",
+    "prepare_ade20k.py",
 )
 
 
@@ -250,6 +254,10 @@ class TestCommandLines(unittest.TestCase):
             "prepare_pascal_context.py": ["--workers", "1"],
             "prepare_image_labels.py": ["voc", "--workers", "1"],
             "prepare_coco14.py": ["--workers", "1"],
+            "prepare_voc.py": ["--workers", "1"],
+            "prepare_coco_stuff.py": ["--workers", "1"],
+            "prepare_cityscapes.py": ["--workers", "1"],
+            "prepare_ade20k.py": ["--workers", "1"],
         }
         with tempfile.TemporaryDirectory() as root:
             for name, argv in argv_of_tool.items():

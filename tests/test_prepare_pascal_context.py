@@ -9,9 +9,11 @@ from PIL import Image
 from scipy.io import savemat
 
 from cdam_d2.data.prepare.pascal_context import (
+    context59_table,
     context60_table,
     convert_label_map,
     read_label_names,
+    write_context59_pngs,
     write_context60_pngs,
     write_context_splits,
 )
@@ -111,12 +113,27 @@ class TestContext60Conversion(unittest.TestCase):
         main = runpy.run_path(os.path.join(TOOLS_DIR, "prepare_pascal_context.py"))["main"]
         argv = [self.root, "--train-list", lists["train"], "--val-list", lists["val"]]
         main(argv + ["--workers", "1"])
+        for folder in ("SegmentationClassContext", "SegmentationClassContext59"):
+            listed = sorted(os.listdir(os.path.join(self.voc2010, folder)))
+            self.assertEqual(listed, [f"{i}.png" for i in self.ids])
         output_dir = os.path.join(self.voc2010, "SegmentationClassContext")
-        self.assertEqual(sorted(os.listdir(output_dir)), [f"{i}.png" for i in self.ids])
         with open(os.path.join(self.voc2010, "ImageSets", "SegmentationContext", "train.txt")) as f:
             self.assertEqual(f.read().split(), self.ids[:2])
         summary = write_context60_pngs(self.voc2010, output_dir)
         self.assertEqual((summary.written, summary.skipped), (0, 3))
+
+    def test_context59_ignores_background_and_shifts_the_classes(self):
+        output_dir = os.path.join(self.root, "SegmentationClassContext59")
+        self.assertEqual(write_context59_pngs(self.voc2010, output_dir).written, 3)
+        table = context59_table(self.names)
+        for image_id, label_map in self.label_maps.items():
+            # Independent rule (mmseg's reduce_zero_label on Context60): 0 -> 255, c -> c - 1.
+            context60 = expected_context60(label_map, self.names).astype(int)
+            expected = np.where(context60 == 0, 255, context60 - 1)
+            with Image.open(os.path.join(output_dir, f"{image_id}.png")) as image:
+                self.assertEqual(image.mode, "L")
+                np.testing.assert_array_equal(np.array(image), expected)
+        self.assertEqual(sorted(set(table.tolist())), list(range(59)) + [255])
 
     def test_missing_class_name_is_reported(self):
         labels_txt = os.path.join(self.voc2010, "labels.txt")

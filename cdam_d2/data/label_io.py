@@ -20,3 +20,18 @@ def read_label_map(path: str) -> np.ndarray:
             )
         labels = np.array(image)
     return labels if labels.dtype == np.uint8 else labels.astype(np.int64)
+
+
+def stock_reader_problem(path: str):
+    """Why readers that convert to grey (Detectron2's ``read_image(path, "L")``) would not get the
+    class indices stored in ``path``, or None when they would (a single-channel 8-bit PNG)."""
+    with Image.open(path) as image:
+        mode = image.mode
+    if mode == "L":
+        return None
+    if mode == "P":
+        return (
+            "is a palette PNG: its pixels are class indices, but Detectron2's DatasetMapper "
+            "(read_image(path, 'L')) reads the palette colours' grey levels instead"
+        )
+    return f"has image mode '{mode}'; expected a single-channel 8-bit class-index PNG"

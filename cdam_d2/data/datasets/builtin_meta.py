@@ -1,4 +1,4 @@
-"""Class lists and colours of the registered datasets (index = label id, 0 = background)."""
+"""Class lists and colours of the registered datasets (index = label id)."""
 
 VOC_FOREGROUND = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -29,9 +29,29 @@ COCO_THINGS = (
     "teddy bear", "hair drier", "toothbrush",
 )
 
+# COCO-Stuff's 91 stuff categories in ascending id order (92..182), names as in MMSegmentation.
+COCO_STUFF = (
+    "banner", "blanket", "branch", "bridge", "building-other", "bush", "cabinet", "cage",
+    "cardboard", "carpet", "ceiling-other", "ceiling-tile", "cloth", "clothes", "clouds", "counter",
+    "cupboard", "curtain", "desk-stuff", "dirt", "door-stuff", "fence", "floor-marble",
+    "floor-other", "floor-stone", "floor-tile", "floor-wood", "flower", "fog", "food-other",
+    "fruit", "furniture-other", "grass", "gravel", "ground-other", "hill", "house", "leaves",
+    "light", "mat", "metal", "mirror-stuff", "moss", "mountain", "mud", "napkin", "net", "paper",
+    "pavement", "pillow", "plant-other", "plastic", "platform", "playingfield", "railing",
+    "railroad", "river", "road", "rock", "roof", "rug", "salad", "sand", "sea", "shelf",
+    "sky-other", "skyscraper", "snow", "solid-other", "stairs", "stone", "straw",
+    "structural-other", "table", "tent", "textile-other", "towel", "tree", "vegetable",
+    "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone", "wall-tile",
+    "wall-wood", "water-other", "waterdrops", "window-blind", "window-other", "wood",
+)
+
 VOC21_CLASSES = ("background",) + VOC_FOREGROUND
 CONTEXT60_CLASSES = ("background",) + CONTEXT59_FOREGROUND
 COCO81_CLASSES = ("background",) + COCO_THINGS
+# Without background (it is ignored): the training-free protocol's VOC20, Context59, COCO-Stuff.
+VOC20_CLASSES = VOC_FOREGROUND
+CONTEXT59_CLASSES = CONTEXT59_FOREGROUND
+COCO_STUFF171_CLASSES = COCO_THINGS + COCO_STUFF
 
 
 def pascal_colormap(num_classes):

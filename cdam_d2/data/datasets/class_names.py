@@ -6,8 +6,12 @@ files are listed here by dataset name.
 """
 from typing import Optional
 
-# Detectron2 builtin dataset name -> package name file (cdam_d2/data/class_names/).
-BUILTIN_CLASS_NAMES_FILES = {}
+# Detectron2 builtin dataset name -> package name file (cdam_d2/data/class_names/). The files are
+# the training-free peers' (SCLIP / NACLIP) names, in the order of the builtin's stuff_classes.
+BUILTIN_CLASS_NAMES_FILES = {
+    **{f"ade20k_sem_seg_{split}": "ade20k150.txt" for split in ("train", "val")},
+    **{f"cityscapes_fine_sem_seg_{split}": "cityscapes19.txt" for split in ("train", "val", "test")},
+}
 
 
 def class_names_file_for(dataset_name: str) -> Optional[str]:

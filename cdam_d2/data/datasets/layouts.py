@@ -1,12 +1,19 @@
 """On-disk layouts of the registered datasets, relative to the datasets root.
 
-One table describes every dataset, so the loader, the registration, the toy generator and the
-README all agree on where files live.
+One table describes every ``cdam_*`` split, so the loader, the registration and the README agree on
+where the prepared files live (the toy generator writes the raw downloads that the tools prepare).
 """
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .builtin_meta import CONTEXT60_CLASSES, COCO81_CLASSES, VOC21_CLASSES
+from .builtin_meta import (
+    COCO81_CLASSES,
+    COCO_STUFF171_CLASSES,
+    CONTEXT59_CLASSES,
+    CONTEXT60_CLASSES,
+    VOC20_CLASSES,
+    VOC21_CLASSES,
+)
 
 
 @dataclass(frozen=True)
@@ -23,11 +30,21 @@ class SemSegLayout:
     image_labels_file: Optional[str] = None  # JSON {id: [label ids 1..K]} for weak supervision
     image_ext: str = ".jpg"
     label_suffix: str = ".png"
+    palette_start: int = 0  # stuff_colors = VOC palette entries from here (1: no background)
 
 
 _VOC_HINT = (
-    "download VOC2012 (and SBD's SegmentationClassAug + train_aug.txt), then run "
+    "download VOC2012, then run `python tools/prepare_voc.py $DETECTRON2_DATASETS` (writes "
+    "SegmentationClassRaw and SegmentationClassVOC20 as index PNGs from VOC's palette PNGs)"
+)
+_VOC_AUG_HINT = (
+    "download VOC2012 and SBD's SegmentationClassAug + train_aug.txt, then run "
+    "`python tools/prepare_voc.py $DETECTRON2_DATASETS` and "
     "`python tools/prepare_image_labels.py voc $DETECTRON2_DATASETS`"
+)
+_CONTEXT_HINT = (
+    "download VOC2010 and the PASCAL Context trainval .mat labels, then run "
+    "`python tools/prepare_pascal_context.py $DETECTRON2_DATASETS`"
 )
 _COCO14_HINT = (
     "download COCO 2014 images and instances, then run tools/prepare_image_labels.py coco and "
@@ -41,10 +58,20 @@ LAYOUTS = {
             name="cdam_voc21_sem_seg_val",
             classes=VOC21_CLASSES,
             image_dir="VOCdevkit/VOC2012/JPEGImages",
-            label_dir="VOCdevkit/VOC2012/SegmentationClass",
+            label_dir="VOCdevkit/VOC2012/SegmentationClassRaw",
             split_file="VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt",
             class_names_file="voc21.txt",
             prepare_hint=_VOC_HINT,
+        ),
+        SemSegLayout(
+            name="cdam_voc20_sem_seg_val",
+            classes=VOC20_CLASSES,
+            image_dir="VOCdevkit/VOC2012/JPEGImages",
+            label_dir="VOCdevkit/VOC2012/SegmentationClassVOC20",
+            split_file="VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt",
+            class_names_file="voc20.txt",
+            prepare_hint=_VOC_HINT,
+            palette_start=1,
         ),
         SemSegLayout(
             name="cdam_voc21_sem_seg_train_aug",
@@ -53,7 +80,7 @@ LAYOUTS = {
             label_dir="VOCdevkit/VOC2012/SegmentationClassAug",
             split_file="VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt",
             class_names_file="voc21.txt",
-            prepare_hint=_VOC_HINT,
+            prepare_hint=_VOC_AUG_HINT,
             image_labels_file="VOCdevkit/VOC2012/image_labels.json",
         ),
         SemSegLayout(
@@ -63,8 +90,17 @@ LAYOUTS = {
             label_dir="VOCdevkit/VOC2010/SegmentationClassContext",
             split_file="VOCdevkit/VOC2010/ImageSets/SegmentationContext/val.txt",
             class_names_file="context60.txt",
-            prepare_hint="download VOC2010 and the PASCAL Context trainval .mat labels, then run "
-            "tools/prepare_pascal_context.py",
+            prepare_hint=_CONTEXT_HINT,
+        ),
+        SemSegLayout(
+            name="cdam_context59_sem_seg_val",
+            classes=CONTEXT59_CLASSES,
+            image_dir="VOCdevkit/VOC2010/JPEGImages",
+            label_dir="VOCdevkit/VOC2010/SegmentationClassContext59",
+            split_file="VOCdevkit/VOC2010/ImageSets/SegmentationContext/val.txt",
+            class_names_file="context59.txt",
+            prepare_hint=_CONTEXT_HINT,
+            palette_start=1,
         ),
         SemSegLayout(
             name="cdam_coco_object_sem_seg_val",
@@ -74,8 +110,19 @@ LAYOUTS = {
             split_file=None,
             class_names_file="coco_object81.txt",
             prepare_hint="download COCO val2017 images with COCO-Stuff164k labels (or instances), "
-            "then run tools/prepare_coco_object.py",
+            "then run `python tools/prepare_coco_object.py $DETECTRON2_DATASETS`",
             label_suffix="_instanceTrainIds.png",
+        ),
+        SemSegLayout(
+            name="cdam_coco_stuff171_sem_seg_val",
+            classes=COCO_STUFF171_CLASSES,
+            image_dir="coco_stuff164k/images/val2017",
+            label_dir="coco_stuff164k/annotations/val2017",
+            split_file=None,
+            class_names_file="coco_stuff171.txt",
+            prepare_hint="download COCO val2017 images with the COCO-Stuff164k stuffthingmaps, then "
+            "run `python tools/prepare_coco_stuff.py $DETECTRON2_DATASETS`",
+            label_suffix="_labelTrainIds.png",
         ),
         SemSegLayout(
             name="cdam_coco14_sem_seg_train",

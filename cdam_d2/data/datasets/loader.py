@@ -3,6 +3,7 @@ import json
 import os
 from typing import Dict, List
 
+from ..label_io import stock_reader_problem
 from .layouts import SemSegLayout
 
 
@@ -65,6 +66,8 @@ def load_sem_seg_records(layout: SemSegLayout, root: str, dataset_name: str = No
     ``sem_seg_file_name`` and ``image_labels`` where the layout has them.
     Raises ``FileNotFoundError`` naming the missing path."""
     ids = _read_ids(layout, root)
+    if layout.label_dir is not None and not os.path.isdir(os.path.join(root, layout.label_dir)):
+        raise _missing(layout, root, "label folder", os.path.join(root, layout.label_dir))
     image_labels = _read_image_labels(layout, root, ids) if layout.image_labels_file else None
     records = []
     for image_id in ids:
@@ -89,4 +92,19 @@ def load_sem_seg_records(layout: SemSegLayout, root: str, dataset_name: str = No
         records.append(record)
     if layout.split_file is None and not records:
         raise _missing(layout, root, "images (*" + layout.image_ext + ")", os.path.join(root, layout.image_dir))
+    _check_label_encoding(layout, records)
     return records
+
+
+def _check_label_encoding(layout: SemSegLayout, records: List[dict]) -> None:
+    """Every reader must see class indices: reject a split whose label maps are palette or colour
+    PNGs (checked on the first one; the preparation tools write whole folders at once)."""
+    if not records or "sem_seg_file_name" not in records[0]:
+        return
+    path = records[0]["sem_seg_file_name"]
+    problem = stock_reader_problem(path)
+    if problem:
+        raise ValueError(
+            f"Dataset '{layout.name}': the label map '{path}' {problem}. To create index PNGs, "
+            f"{layout.prepare_hint}."
+        )

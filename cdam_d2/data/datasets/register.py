@@ -12,9 +12,10 @@ def register_sem_seg_layout(layout: SemSegLayout, root: str, name: str = None) -
     DatasetCatalog.register(
         name, lambda layout=layout, root=root, name=name: load_sem_seg_records(layout, root, name)
     )
+    start = layout.palette_start
     metadata = dict(
         stuff_classes=list(layout.classes),
-        stuff_colors=pascal_colormap(len(layout.classes)),
+        stuff_colors=pascal_colormap(start + len(layout.classes))[start:],
         ignore_label=255,
         evaluator_type="sem_seg",
         image_root=f"{root}/{layout.image_dir}",

@@ -9,13 +9,9 @@ Two sources give the same class order (contiguous id = rank of the COCO category
 """
 import os
 
-import numpy as np
-from PIL import Image
-
-from ..label_io import read_label_map
 from .coco_instances import load_instances, write_instance_label_pngs
-from .files import prepare_output_dir, require_path, save_label_png
-from .parallel import write_missing
+from .files import require_path
+from .label_mapping import LabelMapping, convert_label_pngs, png_pairs
 
 OUTPUT_SUFFIX = "_instanceTrainIds.png"
 # Raw stuffthingmap values of the 10 COCO category ids that have no annotations (12, 26, 29, ...).
@@ -35,23 +31,15 @@ IMAGES_HINT = (
 )
 
 
-def stuffthingmap_table():
-    """Lookup table for raw stuffthingmap values (cdam.md §5.2).
-
-    Returns:
-        tuple[np.ndarray, np.ndarray]: ``(labels, known)``, both of shape (256,): ``labels[v]`` is
-        the COCO-Object label of raw value ``v`` and ``known[v]`` says whether ``v`` is in the
-        conversion table at all (raw 90, the ten unused thing values and 182..254 are not; none
-        of them occurs in COCO-Stuff164k).
-    """
+def stuffthingmap_mapping():
+    """Raw stuffthingmap value -> COCO-Object label (cdam.md §5.2): the 80 used thing values get
+    1..80 in ascending order, stuff 91..181 and unlabeled 255 get 0. Raw 90, the ten unused thing
+    values and 182..254 are unknown (none of them occurs in COCO-Stuff164k)."""
     thing_values = [value for value in range(90) if value not in UNUSED_THING_VALUES]
-    labels = np.zeros(256, dtype=np.uint8)
-    labels[thing_values] = np.arange(1, len(thing_values) + 1)
-    known = np.zeros(256, dtype=bool)
-    known[thing_values] = True
-    known[list(STUFF_VALUES)] = True
-    known[UNLABELED_VALUE] = True
-    return labels, known
+    label_of_value = {value: label for label, value in enumerate(thing_values, start=1)}
+    label_of_value.update({value: 0 for value in STUFF_VALUES})
+    label_of_value[UNLABELED_VALUE] = 0
+    return LabelMapping.from_dict(label_of_value)
 
 
 def convert_stuffthingmap(raw):
@@ -60,56 +48,26 @@ def convert_stuffthingmap(raw):
     Raises ``ValueError`` on values outside the conversion table: they indicate a file that is not
     a COCO-Stuff164k stuffthingmap (e.g. already converted, or a colour rendering).
     """
-    labels, known = stuffthingmap_table()
-    values = np.unique(raw).tolist()
-    unexpected = [value for value in values if not (0 <= value < len(known) and known[value])]
-    if unexpected:
-        raise ValueError(f"values {unexpected} are not COCO-Stuff164k stuffthingmap values")
-    return labels[raw]
+    return stuffthingmap_mapping()(raw)
 
 
-def _convert_one(task):
-    output_path, source_path = task
-    try:
-        label = convert_stuffthingmap(read_label_map(source_path))
-    except ValueError as error:
-        raise ValueError(f"{source_path}: {error}") from None
-    save_label_png(label, output_path)
-
-
-def _source_size(task):
-    with Image.open(task[1]) as source:  # reads the header only
-        return source.height, source.width
-
-
-def stuffthingmap_tasks(annotation_dir):
-    """(output path, source path) pairs for every stuffthingmap PNG of one split folder."""
-    names = sorted(
-        name
-        for name in os.listdir(annotation_dir)
-        if name.endswith(".png") and "TrainIds" not in name and not name.startswith(".")
-    )
-    return [
-        (
-            os.path.join(annotation_dir, name[: -len(".png")] + OUTPUT_SUFFIX),
-            os.path.join(annotation_dir, name),
+def stuffthingmap_pairs(annotation_dir, output_suffix):
+    """(output path, source path) pairs for every stuffthingmap PNG of one split folder; files
+    written by a converter (names containing "TrainIds") are not sources."""
+    require_path(annotation_dir, "COCO-Stuff164k stuffthingmaps folder", STUFFTHINGMAPS_HINT)
+    pairs = png_pairs(annotation_dir, annotation_dir, output_suffix, exclude="TrainIds")
+    if not pairs:
+        raise FileNotFoundError(
+            f"No stuffthingmap PNGs (<id>.png) in {annotation_dir}.\n{STUFFTHINGMAPS_HINT}"
         )
-        for name in names
-    ]
+    return pairs
 
 
 def prepare_from_stuffthingmaps(coco_stuff_root, split, workers=1):
     """Convert ``annotations/<split>/*.png`` in place; returns a ``WriteSummary``."""
-    annotation_dir = os.path.join(coco_stuff_root, "annotations", split)
-    require_path(annotation_dir, "COCO-Stuff164k stuffthingmaps folder", STUFFTHINGMAPS_HINT)
-    tasks = stuffthingmap_tasks(annotation_dir)
-    if not tasks:
-        raise FileNotFoundError(
-            f"No stuffthingmap PNGs (<id>.png) in {annotation_dir}.\n{STUFFTHINGMAPS_HINT}"
-        )
-    prepare_output_dir(annotation_dir)
-    return write_missing(
-        _convert_one, tasks, workers=workers, desc=f"COCO-Object {split}", size_of=_source_size
+    pairs = stuffthingmap_pairs(os.path.join(coco_stuff_root, "annotations", split), OUTPUT_SUFFIX)
+    return convert_label_pngs(
+        pairs, stuffthingmap_mapping(), workers=workers, desc=f"COCO-Object {split}"
     )
 
 

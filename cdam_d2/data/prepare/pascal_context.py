@@ -1,4 +1,5 @@
-"""PASCAL Context 60-class labels (0 = background, 1..59) from the original 459-class annotations.
+"""PASCAL Context 60-class (0 = background, 1..59) and 59-class (0..58, background ignored) labels
+from the original 459-class annotations.
 
 Inputs (from https://cs.stanford.edu/~roozbeh/pascal-context/): ``trainval/<id>.mat`` files holding
 ``LabelMap``, a (H, W) array of 1-based indices into the 459 names of ``labels.txt`` (lines such as
@@ -6,6 +7,10 @@ Inputs (from https://cs.stanford.edu/~roozbeh/pascal-context/): ``trainval/<id>.
 is looked up by name and gets its position + 1; every other index becomes 0. That list is mmseg's
 ``PascalContext60Dataset`` order; it is alphabetical, so matching by name equals mmseg's converter,
 which maps the sorted 459-class ids of these names to 1..59.
+
+Context59 is Context60 with the background ignored (255) and the 59 classes as 0..58, i.e.
+MMSegmentation's ``reduce_zero_label`` as the training-free peers' ``PascalContext59Dataset`` applies
+it to the 60-class maps; both are written from the same ``.mat`` files.
 """
 import os
 
@@ -19,6 +24,7 @@ from .files import (
     save_label_png,
     save_lines,
 )
+from .label_mapping import shift_down_mapping
 from .parallel import write_missing
 
 CONTEXT_ANNOTATIONS_HINT = (
@@ -69,8 +75,13 @@ def context60_table(label_names):
     return table
 
 
+def context59_table(label_names):
+    """Like :func:`context60_table` for Context59: background/unlabeled 255, the classes 0..58."""
+    return shift_down_mapping(len(CONTEXT59_FOREGROUND)).labels[context60_table(label_names)]
+
+
 def convert_label_map(label_map, table):
-    """Map a 459-class ``LabelMap`` (int (H, W)) to Context60 labels (uint8 (H, W), 0..59)."""
+    """Map a 459-class ``LabelMap`` (int (H, W)) through ``table`` (uint8 (H, W))."""
     label_map = np.asarray(label_map)
     if label_map.size and (label_map.min() < 0 or label_map.max() >= len(table)):
         raise ValueError(
@@ -108,12 +119,25 @@ def available_ids(mat_dir):
 
 
 def write_context60_pngs(context_dir, output_dir, workers=1):
-    """Convert every ``<context_dir>/trainval/<id>.mat`` to ``<output_dir>/<id>.png``.
+    """Convert every ``<context_dir>/trainval/<id>.mat`` to ``<output_dir>/<id>.png`` (0..59).
 
     Returns:
         WriteSummary
     """
-    table = context60_table(read_label_names(os.path.join(context_dir, "labels.txt")))
+    return _write_context_pngs(context_dir, output_dir, context60_table, workers, "Context60")
+
+
+def write_context59_pngs(context_dir, output_dir, workers=1):
+    """Convert every ``<context_dir>/trainval/<id>.mat`` to ``<output_dir>/<id>.png`` (0..58, 255).
+
+    Returns:
+        WriteSummary
+    """
+    return _write_context_pngs(context_dir, output_dir, context59_table, workers, "Context59")
+
+
+def _write_context_pngs(context_dir, output_dir, make_table, workers, desc):
+    table = make_table(read_label_names(os.path.join(context_dir, "labels.txt")))
     mat_dir = os.path.join(context_dir, "trainval")
     ids = available_ids(mat_dir)
     if not ids:
@@ -128,7 +152,7 @@ def write_context60_pngs(context_dir, output_dir, workers=1):
         for image_id in ids
     ]
     return write_missing(
-        _convert_one, tasks, workers=workers, desc="Context60", size_of=_label_map_size
+        _convert_one, tasks, workers=workers, desc=desc, size_of=_label_map_size
     )
 
 
