@@ -82,10 +82,11 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
-        if evaluator_type != "sem_seg":
+        # Detectron2's Cityscapes semantic records point to labelTrainIds PNGs: index maps like any sem_seg.
+        if evaluator_type not in ("sem_seg", "cityscapes_sem_seg"):
             raise NotImplementedError(
                 f"Dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; the cdam_d2 "
-                "Trainer evaluates semantic segmentation datasets ('sem_seg') only."
+                "Trainer evaluates semantic segmentation datasets ('sem_seg', 'cityscapes_sem_seg') only."
             )
         options = cfg.CDAM_D2.EVALUATOR
         return SemSegEvaluator(
