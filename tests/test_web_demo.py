@@ -65,6 +65,38 @@ def write_scene(path):
 
 
 @requires_detectron2
+@unittest.skipIf(importlib.util.find_spec("gradio") is None, "the web demo needs gradio (pip install -e .[demo])")
+class TestWebDemoCallbacks(unittest.TestCase):
+    def test_cdam_and_clustercam_configs_behind_one_page(self):
+        import gradio as gr
+        from PIL import Image
+
+        sys.path.insert(0, os.path.join(REPO, "tools"))
+        try:
+            import web_demo
+        finally:
+            sys.path.pop(0)
+        clustercam = os.path.join(REPO, "configs", "quick_schedules", "clustercam_voc_toy.yaml")
+        with tempfile.TemporaryDirectory() as folder:
+            templates = os.path.join(folder, "templates.txt")
+            with open(templates, "w") as f:
+                f.write("a photo of a {}.\n")
+            segmenter = web_demo.Segmenter([CDAM_TOY, clustercam], [
+                "MODEL.DEVICE", "cpu", "MODEL.CDAM.TEMPLATES", templates, "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"])
+            image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+            overlay, legend, label_path, _ = segmenter.segment(image, "background; cat, kitten",
+                                                               "cdam_voc21_toy_eval.yaml", "sclip", False, 0.4)
+            self.assertEqual(overlay.size[1], 512)
+            self.assertLessEqual(set(np.unique(np.asarray(Image.open(label_path))).tolist()), {0, 1})
+            _, legend, label_path, _ = segmenter.segment(image, "", "clustercam_voc_toy.yaml", "maskclip", True, 0.4)
+            self.assertIn("background", legend)
+            self.assertEqual(len(segmenter.predictors), 2)
+            self.assertIn("untrained", web_demo.describe_weights(segmenter.cfgs["clustercam_voc_toy.yaml"])[1])
+            with self.assertRaisesRegex(gr.Error, "empty name"):
+                segmenter.segment(image, "cat;;dog", "cdam_voc21_toy_eval.yaml", "sclip", False, 0.4)
+
+
+@requires_detectron2
 @unittest.skipIf(MISSING, f"web demo browser test needs {', '.join(MISSING)} (see tests/test_web_demo.py)")
 class TestWebDemoInBrowser(unittest.TestCase):
     def test_upload_segment_legend_download(self):

@@ -108,6 +108,13 @@ class Segmenter:
         self.predictors.move_to_end(key)
         return self.predictors[key]
 
+    def banner(self, config_name):
+        """Gradio callback: the weights banner of the chosen config."""
+        import gradio as gr
+
+        css_class, text = describe_weights(self.cfgs[config_name])
+        return gr.Markdown(text, elem_classes=[css_class])
+
     def segment(self, image, vocabulary, config_name, base, use_cdam, opacity):
         """Gradio callback: (overlay image, legend HTML, label PNG path, overlay PNG path)."""
         import gradio as gr
@@ -145,7 +152,7 @@ def build_page(segmenter):
         gr.Markdown("## cdam_d2 · open-vocabulary segmentation\nCDAM (ICLR 2025) on CLIP, in Detectron2. "
                     "Separate classes with `;` and synonyms with `,`; with the background threshold on, "
                     "unsure pixels go to the **first** class.")
-        gr.Markdown(banner, elem_id="banner", elem_classes=[css_class])
+        banner = gr.Markdown(banner, elem_id="banner", elem_classes=[css_class])
         with gr.Row():
             with gr.Column(scale=2):
                 image = gr.Image(label="Image (upload or drop)", type="numpy", image_mode="RGB",
@@ -171,6 +178,7 @@ def build_page(segmenter):
                         download_overlay = gr.DownloadButton("Download overlay PNG", elem_id="download-overlay")
         run.click(segmenter.segment, [image, vocabulary, config, base, use_cdam, opacity],
                   [overlay, legend, download_labels, download_overlay])
+        config.change(segmenter.banner, config, banner)
     return page
 
 
