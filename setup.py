@@ -27,5 +27,10 @@ setup(
         "timm>=0.9",
         "pydensecrf2",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # tools/web_demo.py (gradio 6 API); the browser test also drives Chromium with selenium
+        "demo": ["gradio>=6.0"],
+        "web-test": ["gradio>=6.0", "selenium>=4.11"],
+    },
 )

@@ -16,4 +16,15 @@ if importlib.util.find_spec("detectron2") is not None:
     from .modeling import meta_arch  # noqa: F401  (registers CDAM and ClusterCAM)
 
     register_all_cdam_datasets()
-    __all__.append("register_all_cdam_datasets")
+    __all__ += ["register_all_cdam_datasets", "CDAMPredictor", "ClusterCAMPredictor", "build_predictor"]
+
+PREDICTOR_NAMES = ("CDAMPredictor", "ClusterCAMPredictor", "build_predictor")
+
+
+def __getattr__(name):
+    # The predictors import Detectron2's engine; load them on first use, not on `import cdam_d2`.
+    if name in PREDICTOR_NAMES:
+        from .engine import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import unittest.mock
 
 import numpy as np
 import torch
@@ -12,6 +13,18 @@ from tests.d2_guard import requires_detectron2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_CONFIG = os.path.join(REPO, "configs", "quick_schedules", "cdam_voc21_toy_eval.yaml")
+BASES = ("maskclip", "sclip", "clearclip", "gem", "naclip")
+# dataset -> (test dataset, background class, short side, crop, stride)
+BENCHMARKS = {
+    "voc21": ("cdam_voc21_sem_seg_val", True, 448, 448, 224),
+    "context60": ("cdam_context60_sem_seg_val", True, 448, 448, 224),
+    "coco_object": ("cdam_coco_object_sem_seg_val", True, 448, 448, 224),
+    "voc20": ("cdam_voc20_sem_seg_val", False, 448, 448, 224),
+    "context59": ("cdam_context59_sem_seg_val", False, 448, 448, 224),
+    "coco_stuff171": ("cdam_coco_stuff171_sem_seg_val", False, 448, 448, 224),
+    "cityscapes19": ("cityscapes_fine_sem_seg_val", False, 560, 224, 112),
+    "ade20k150": ("ade20k_sem_seg_val", False, 336, 224, 112),
+}
 
 
 def one_template_file(folder):
@@ -49,13 +62,39 @@ class TestCDAMMetaArch(unittest.TestCase):
         folders = [os.path.join(REPO, "configs"), os.path.join(REPO, "configs", "variants")]
         paths = [os.path.join(folder, name) for folder in folders for name in sorted(os.listdir(folder))
                  if name.startswith(("cdam_", "Base-CDAM"))]
-        self.assertGreaterEqual(len(paths), 4 + 27)
+        self.assertEqual(len(paths), 1 + len(BENCHMARKS) * (1 + 2 * len(BASES)))
         for path in paths:
             cfg = get_cfg()
             add_cdam_config(cfg)
             cfg.merge_from_file(path)
             self.assertEqual(cfg.MODEL.META_ARCHITECTURE, "CDAM", path)
             self.assertEqual(cfg.INPUT.FORMAT, "RGB", path)
+
+    def test_benchmark_configs_and_variant_grid(self):
+        from detectron2.config import get_cfg
+
+        from cdam_d2 import add_cdam_config
+
+        def load(path):
+            cfg = get_cfg()
+            add_cdam_config(cfg)
+            cfg.merge_from_file(os.path.join(REPO, "configs", path))
+            return cfg
+
+        for dataset, (test_name, with_background, short_side, crop, stride) in BENCHMARKS.items():
+            cfg = load(f"cdam_{dataset}.yaml")
+            self.assertEqual(tuple(cfg.DATASETS.TEST), (test_name,), dataset)
+            self.assertEqual(cfg.MODEL.CDAM.ALPHA, 2.5 if with_background else 0.0, dataset)
+            self.assertEqual((cfg.INPUT.MIN_SIZE_TEST, cfg.MODEL.CDAM.SLIDE_CROP, cfg.MODEL.CDAM.SLIDE_STRIDE),
+                             (short_side, crop, stride), dataset)
+            for base in BASES:
+                for suffix, use_cdam in (("", True), ("_baseline", False)):
+                    variant = load(os.path.join("variants", f"cdam_{dataset}_{base}{suffix}.yaml"))
+                    self.assertEqual((variant.MODEL.CDAM.BASE, variant.MODEL.CDAM.USE_CDAM), (base, use_cdam))
+                    self.assertEqual(tuple(variant.DATASETS.TEST), (test_name,))
+                    self.assertEqual(variant.MODEL.CDAM.ALPHA, cfg.MODEL.CDAM.ALPHA)
+            with open(os.path.join(REPO, "configs", "variants", f"cdam_{dataset}_naclip.yaml")) as f:
+                self.assertIn("no published number", f.read())  # NACLIP + CDAM is this package's addition
 
     def test_output_shapes_for_odd_sizes(self):
         records = [
@@ -70,6 +109,40 @@ class TestCDAMMetaArch(unittest.TestCase):
         self.assertEqual([tuple(o["sem_seg"].shape) for o in outputs], [(21, 50, 71), (60, 97, 131), (21, 33, 31)])
         self.assertTrue(all(torch.isfinite(o["sem_seg"]).all() for o in outputs))
         self.assertEqual(self.model.device, torch.device("cpu"))
+
+    def test_vocabulary_comes_from_dataset_metadata(self):
+        from detectron2.data import MetadataCatalog
+
+        from cdam_d2.data.datasets import class_names
+
+        names_file = os.path.join(self.folder.name, "three.txt")
+        with open(names_file, "w") as f:
+            f.write("sky\nroad, route\ntree\n")
+        MetadataCatalog.get("cdam_test_stuff_only").set(stuff_classes=["sky", "road, route", "tree"])
+        MetadataCatalog.get("cdam_test_with_file").set(stuff_classes=["a", "b"], class_names_file=names_file)
+        MetadataCatalog.get("cdam_test_builtin").set(stuff_classes=["x", "y", "z"])
+        vocabulary = self.model.dataset_vocabulary("cdam_test_stuff_only")  # no name file: stuff_classes
+        self.assertEqual((vocabulary.queries, vocabulary.query_to_class), (("sky", "road", "route", "tree"), (0, 1, 1, 2)))
+        with self.assertRaisesRegex(ValueError, "lists 3 classes but dataset 'cdam_test_with_file' has 2"):
+            self.model.dataset_vocabulary("cdam_test_with_file")
+        with unittest.mock.patch.dict(class_names.BUILTIN_CLASS_NAMES_FILES, {"cdam_test_builtin": names_file}):
+            self.assertEqual(self.model.dataset_vocabulary("cdam_test_builtin").num_classes, 3)
+        with self.assertRaisesRegex(ValueError, "neither a class-name file nor `stuff_classes`"):
+            self.model.dataset_vocabulary("cdam_test_unregistered")
+        record = {"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8), "height": 20, "width": 24,
+                  "meta": {"dataset_name": "cdam_test_stuff_only"}}
+        with torch.no_grad():
+            self.assertEqual(tuple(self.model([record])[0]["sem_seg"].shape), (3, 20, 24))
+
+    def test_record_without_meta_needs_a_single_test_dataset(self):
+        self.assertEqual(self.model.default_dataset, "cdam_voc21_sem_seg_val")  # DATASETS.TEST names one
+        default = self.model.default_dataset
+        try:
+            self.model.default_dataset = ""  # from_config's value when DATASETS.TEST names several
+            with self.assertRaisesRegex(ValueError, "'x.jpg' has no meta.*exactly one dataset"):
+                self.model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8), "file_name": "x.jpg"}])
+        finally:
+            self.model.default_dataset = default
 
     def test_training_mode_raises(self):
         self.model.train()
@@ -113,31 +186,26 @@ class TestCDAMTestMapper(unittest.TestCase):
         self.assertEqual(tuple(record["image"].shape), (3, 448, 597))
         self.assertEqual(record["image"].dtype, torch.uint8)
         self.assertEqual((record["height"], record["width"]), (375, 500))
+        self.assertEqual(record["meta"], {"dataset_name": "cdam_voc21_sem_seg_val"})  # no dataset_name: kept
 
-
-@requires_detectron2
-class TestCDAMDemo(unittest.TestCase):
-    def test_demo_writes_overlays_for_any_vocabulary(self):
+    def test_stamps_the_loaders_dataset(self):
         from PIL import Image
 
-        sys.path.insert(0, os.path.join(REPO, "tools"))
-        try:
-            import demo
-        finally:
-            sys.path.pop(0)
+        from cdam_d2.data.mappers.cdam_test_mapper import CDAMTestMapper
+        from cdam_d2.modeling.meta_arch.cdam import CDAM
+
+        cfg = toy_cfg()
         with tempfile.TemporaryDirectory() as folder:
-            inputs = os.path.join(folder, "in")
-            os.makedirs(inputs)
-            for index, size in enumerate([(90, 120), (70, 64)]):
-                pixels = np.random.default_rng(index).integers(0, 256, (*size, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(os.path.join(inputs, f"img{index}.jpg"))
-            for vocabulary, output in [("background; cat; sofa, couch", "custom"), ("", "dataset")]:
-                demo.main(["--config-file", TOY_CONFIG, "--input", inputs, os.path.join(inputs, "img0.jpg"),
-                           "--output", os.path.join(folder, output), "--vocabulary", vocabulary,
-                           "MODEL.CDAM.TEMPLATES", one_template_file(folder)])
-                written = sorted(os.listdir(os.path.join(folder, output)))
-                self.assertEqual(written, ["img0.png", "img1.png"])
-                self.assertEqual(Image.open(os.path.join(folder, output, "img0.png")).size[1], 90)
+            path = os.path.join(folder, "a.png")
+            Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path)
+            mapper = CDAMTestMapper(cfg, dataset_name="ade20k_sem_seg_val")
+            self.assertEqual(mapper({"file_name": path})["meta"], {"dataset_name": "ade20k_sem_seg_val"})
+            stale = {"file_name": path, "meta": {"dataset_name": "cdam_voc21_sem_seg_val", "other": 1}}
+            self.assertEqual(mapper(stale)["meta"], {"dataset_name": "ade20k_sem_seg_val", "other": 1})
+            self.assertEqual(stale["meta"]["dataset_name"], "cdam_voc21_sem_seg_val")  # input left alone
+        with unittest.mock.patch("detectron2.data.build_detection_test_loader") as build_loader:
+            CDAM.build_test_loader(cfg, "ade20k_sem_seg_val")
+        self.assertEqual(build_loader.call_args.kwargs["mapper"].dataset_name, "ade20k_sem_seg_val")
 
 
 @requires_detectron2

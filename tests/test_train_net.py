@@ -1,4 +1,6 @@
-"""tools/train_net.py end to end on toy data: --eval-only with 1 and 2 CPU processes."""
+"""tools/train_net.py end to end on toy data: --eval-only with 1 and 2 CPU processes, and CDAM on several
+datasets (cdam_ and Detectron2 builtin names) in one run."""
+import json
 import math
 import os
 import subprocess
@@ -6,6 +8,7 @@ import sys
 import tempfile
 import unittest
 
+import numpy as np
 import torch
 
 from tests.d2_guard import requires_detectron2
@@ -53,6 +56,93 @@ class TrainNetEvalTest(unittest.TestCase):
                 self.assertTrue(math.isnan(double[key]), key)
             else:
                 self.assertAlmostEqual(value, double[key], places=9, msg=key)
+
+
+def write_builtin_toy_layouts(root, seed=0):
+    """Two images each in the layouts Detectron2's builtin `ade20k_sem_seg_val` (150 classes) and
+    `cityscapes_fine_sem_seg_val` (19 train ids) read; labels are random class indices with some 255."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+
+    def save(path, array):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(array).save(path)
+
+    def labels(size, num_classes):
+        values = rng.integers(0, num_classes, size).astype(np.uint8)
+        values[rng.random(size) < 0.05] = 255
+        return values
+
+    ade = os.path.join(root, "ADEChallengeData2016")
+    for index, size in enumerate([(60, 80), (72, 56)]):
+        stem = f"ADE_val_{index + 1:08d}"
+        save(os.path.join(ade, "images", "validation", f"{stem}.jpg"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+        save(os.path.join(ade, "annotations_detectron2", "validation", f"{stem}.png"), labels(size, 150))
+    for index, size in enumerate([(48, 96), (40, 80)]):
+        stem = f"frankfurt_000000_{index:06d}"
+        gt = os.path.join(root, "cityscapes", "gtFine", "val", "frankfurt", f"{stem}_gtFine_")
+        save(os.path.join(root, "cityscapes", "leftImg8bit", "val", "frankfurt", f"{stem}_leftImg8bit.png"),
+             rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+        save(f"{gt}labelTrainIds.png", labels(size, 19))
+        save(f"{gt}labelIds.png", np.zeros(size, np.uint8))
+        save(f"{gt}instanceIds.png", np.zeros(size, np.uint8))
+        with open(f"{gt}polygons.json", "w") as f:
+            json.dump({"imgHeight": size[0], "imgWidth": size[1], "objects": []}, f)
+
+
+@requires_detectron2
+class TrainNetSeveralDatasetsTest(unittest.TestCase):
+    def test_each_dataset_gets_its_own_vocabulary(self):
+        from pycocotools import mask as mask_util
+
+        from cdam_d2.data.toy import make_toy_datasets
+
+        datasets = ("cdam_voc21_sem_seg_val", "ade20k_sem_seg_val", "cityscapes_fine_sem_seg_val")
+        with tempfile.TemporaryDirectory() as tmp:
+            root, output_dir = os.path.join(tmp, "datasets"), os.path.join(tmp, "out")
+            make_toy_datasets(root)
+            write_builtin_toy_layouts(root)
+            templates = os.path.join(tmp, "templates.txt")
+            with open(templates, "w") as f:
+                f.write("a photo of a {}.\n")
+            opts = ["MODEL.CDAM.TEMPLATES", templates, "DATASETS.TEST", repr(datasets),
+                    "CDAM_D2.EVALUATOR.WRITE_PREDICTIONS", "True"]
+            log = run_train_net(["--config-file", TOY_EVAL_CONFIG, "--eval-only", *opts], root, output_dir)
+            results, predictions = {}, {}
+            for name in datasets:
+                folder = os.path.join(output_dir, "inference", name)
+                results[name] = torch.load(os.path.join(folder, "sem_seg_evaluation.pth"), weights_only=True)
+                with open(os.path.join(folder, "sem_seg_predictions.json")) as f:
+                    predictions[name] = json.load(f)
+            # Text for every dataset is encoded before the first image is segmented.
+            first_inference = log.index("Start inference")
+            for name in datasets:
+                self.assertLess(log.index(f"CDAM text queries of {name}"), first_inference, name)
+            # Each evaluation scored predictions over its own classes (the evaluator checks C per image).
+            for name, count in zip(datasets, (21, 150, 19)):
+                self.assertEqual(sum(key.startswith("IoU-") for key in results[name]), count, name)
+            # The written ADE20K labels are those of the same model with ADE20K's vocabulary.
+            from cdam_d2.data.mappers.cdam_test_mapper import CDAMTestMapper
+            from cdam_d2.engine import load_cfg
+            from detectron2.data.datasets import load_sem_seg
+            from detectron2.modeling import build_model
+
+            cfg = load_cfg(TOY_EVAL_CONFIG, ["MODEL.DEVICE", "cpu", *opts])[0]
+            model = build_model(cfg).eval()
+            ade = os.path.join(root, "ADEChallengeData2016")
+            records = load_sem_seg(os.path.join(ade, "annotations_detectron2", "validation"),
+                                   os.path.join(ade, "images", "validation"), gt_ext="png", image_ext="jpg")
+            mapper = CDAMTestMapper(cfg, dataset_name="ade20k_sem_seg_val")
+            for record in records:
+                mapped = mapper(record)
+                self.assertEqual(mapped["meta"]["dataset_name"], "ade20k_sem_seg_val")
+                expected = model([mapped])[0]["sem_seg"].argmax(0).numpy()
+                written = np.full(expected.shape, -1)
+                for entry in predictions["ade20k_sem_seg_val"]:
+                    if os.path.basename(entry["file_name"]) == os.path.basename(record["file_name"]):
+                        written[mask_util.decode(entry["segmentation"]).astype(bool)] = entry["category_id"]
+                np.testing.assert_array_equal(written, expected)
 
 
 if __name__ == "__main__":

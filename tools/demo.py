@@ -1,51 +1,50 @@
 #!/usr/bin/env python
-"""CDAM demo: segment images with any vocabulary and save overlays with a legend.
+"""Segment your own images: CDAM with any vocabulary, or ClusterCAM with its fixed classes.
 
     python tools/demo.py --config-file configs/cdam_voc21.yaml --input a.jpg photos/ \\
-        --vocabulary "background; cat; dog; sofa, couch" --output out/
+        --vocabulary "background; cat; dog; sofa, couch" --output out/ --opts MODEL.CDAM.ALPHA 0.0
 
-';' separates classes, ',' separates synonyms of one class (the class score is the max over its synonyms).
-Pixels below the entropy threshold go to the FIRST class, so start the vocabulary with a background-like
-class (or pass MODEL.CDAM.ALPHA 0 to disable the threshold). Without --vocabulary, the classes of the
-dataset (--dataset, default DATASETS.TEST[0]) are used.
+For every image, OUTPUT gets <name>.png (the overlay, with a legend of the classes present and their area
+beside it) and <name>_labels.png (the class indices as a palette PNG). Images from different folders keep
+their relative folders under OUTPUT, so same-named files never overwrite each other.
+
+';' separates classes, ',' synonyms of one class (its score is the max over its synonyms). With the
+background threshold on (MODEL.CDAM.ALPHA > 0), pixels below it go to the FIRST class, so start the
+vocabulary with a background-like class, or switch the threshold off with --opts MODEL.CDAM.ALPHA 0.0.
+Without --vocabulary the classes of --dataset (default DATASETS.TEST[0]) are used; ClusterCAM configs take
+no vocabulary (pass the trained weights: --opts MODEL.WEIGHTS model_final.pth).
+
+Config overrides go after --opts (like Detectron2's demo), so they are never taken for inputs.
+Arguments are checked before CLIP is built. An image that cannot be read is reported and skipped; the
+exit status is 1 when some images failed, 2 for bad arguments, 0 otherwise.
 """
 import argparse
 import os
-
-import numpy as np
-import torch
-import tqdm
+import re
+import sys
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
-def parse_args(argv=None):
+def build_parser():
     from cdam_d2.engine.cli import add_unsafe_config_flag
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--input", nargs="+", required=True, help="image files and/or folders of images")
-    parser.add_argument("--output", required=True, help="folder for the overlay PNGs")
-    parser.add_argument("--vocabulary", default="", help='e.g. "background; cat; dog; sofa, couch"')
-    parser.add_argument("--dataset", default="", help="registered dataset whose classes to use")
-    parser.add_argument("--opacity", type=float, default=0.5)
+    parser.add_argument("--output", required=True, help="folder for the overlays and label PNGs")
+    parser.add_argument("--vocabulary", default=None, help='CDAM only, e.g. "background; cat; dog; sofa, couch"')
+    parser.add_argument("--dataset", default="", help="registered dataset whose classes to use (CDAM)")
+    parser.add_argument("--opacity", type=float, default=0.5, help="weight of the class colours, in [0, 1]")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                        help="config overrides, KEY VALUE pairs (last argument group)")
     add_unsafe_config_flag(parser)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
-    return parser.parse_args(argv)
-
-
-def setup_cfg(args):
-    from cdam_d2.engine import load_cfg
-
-    cfg, fallbacks = load_cfg(args.config_file, args.opts, allow_unsafe_yaml=args.allow_unsafe_config)
-    for message in fallbacks:
-        print(f"Warning: {message}")
-    cfg.freeze()
-    return cfg
+    return parser
 
 
 def list_images(inputs):
-    """Files as given, folders expanded to their images (sorted); each image once."""
+    """Files as given, folders expanded to their images (sorted); each image once (absolute paths)."""
     paths = []
     for entry in inputs:
         if os.path.isdir(entry):
@@ -53,73 +52,83 @@ def list_images(inputs):
                          if name.lower().endswith(IMAGE_EXTENSIONS))
         elif os.path.isfile(entry):
             paths.append(entry)
+        elif CONFIG_KEY.match(entry):
+            raise ValueError(f"--input {entry!r} looks like a config override: put overrides after --opts, "
+                             f"e.g. --opts {entry} VALUE")
         else:
-            raise FileNotFoundError(f"--input {entry!r} is neither an image file nor a folder")
+            raise ValueError(f"--input {entry!r} is neither an image file nor a folder")
     if not paths:
-        raise FileNotFoundError(f"no images found in --input {inputs}")
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in --input {inputs}")
     return list(dict.fromkeys(os.path.abspath(path) for path in paths))
 
 
-def vocabulary_and_metadata(args, cfg, model):
-    """Text queries and a Metadata with class names and colours for the legend."""
-    from detectron2.data import MetadataCatalog
-    from detectron2.data.catalog import Metadata
-    from detectron2.utils.colormap import colormap
+def output_names(paths):
+    """Output stem of each input: its path relative to the inputs' common folder without the extension,
+    or with it where two inputs would share a stem (a.jpg and a.png)."""
+    common = os.path.commonpath([os.path.dirname(path) for path in paths])
+    relative = [os.path.relpath(path, common) for path in paths]
+    stems = [os.path.splitext(path)[0] for path in relative]
+    clashing = {stem for stem in stems if stems.count(stem) > 1}
+    return [path if stem in clashing else stem for path, stem in zip(relative, stems)]
 
-    from cdam_d2.modeling.cdam.vocabulary import parse_vocabulary_string
 
-    if args.vocabulary:
-        vocabulary = parse_vocabulary_string(args.vocabulary)
-        first_synonyms = {}
-        for name, class_index in zip(vocabulary.queries, vocabulary.query_to_class):
-            first_synonyms.setdefault(class_index, name)
-        names = [first_synonyms[i] for i in range(vocabulary.num_classes)]
-        queries = model.text_queries(vocabulary)
-    else:
-        dataset = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "")
-        if not dataset:
+def check_arguments(args, cfg):
+    """Everything that can be wrong with the arguments, before any model is built. Returns the images."""
+    from detectron2.data import DatasetCatalog
+
+    from cdam_d2.engine.predictor import FIXED_CLASSES, parse_vocabulary
+
+    if not 0.0 <= args.opacity <= 1.0:
+        raise ValueError(f"--opacity {args.opacity} must lie in [0, 1]")
+    if cfg.MODEL.META_ARCHITECTURE == "CDAM":
+        parse_vocabulary(args.vocabulary)
+        if args.vocabulary is None and not (args.dataset or len(cfg.DATASETS.TEST)):
             raise ValueError("give --vocabulary or --dataset (the config has no DATASETS.TEST)")
-        names = list(MetadataCatalog.get(dataset).stuff_classes)
-        queries = model.dataset_queries(dataset)
-    palette = colormap(rgb=True, maximum=255)
-    colors = [tuple(int(c) for c in palette[i % len(palette)]) for i in range(len(names))]
-    return queries, Metadata(name="cdam_demo", stuff_classes=names, stuff_colors=colors)
-
-
-def save_overlay(image, labels, metadata, path, opacity):
-    """Detectron2 Visualizer overlay plus a legend of the classes present."""
-    from matplotlib.patches import Patch
-
-    from detectron2.utils.visualizer import Visualizer
-
-    visualizer = Visualizer(image, metadata)
-    output = visualizer.draw_sem_seg(labels, alpha=opacity)
-    present = [int(i) for i in np.unique(labels)]
-    handles = [Patch(color=np.array(metadata.stuff_colors[i]) / 255, label=metadata.stuff_classes[i]) for i in present]
-    output.ax.legend(handles=handles, loc="upper right", fontsize=max(8, image.shape[0] // 60), framealpha=0.8)
-    output.save(path)
+    elif args.vocabulary is not None:
+        raise ValueError(f"--vocabulary: {FIXED_CLASSES}")
+    if args.dataset and args.dataset not in DatasetCatalog.list():
+        raise ValueError(f"--dataset {args.dataset!r} is not a registered dataset")
+    images = list_images(args.input)
+    os.makedirs(args.output, exist_ok=True)
+    return images
 
 
 def main(argv=None):
-    from detectron2.data import detection_utils
-    from detectron2.modeling import build_model
+    from cdam_d2.engine import predictor as predictors
+    from cdam_d2.engine.cli import UnsafeConfigError
+    from cdam_d2.engine.overlay import class_colors, render_overlay, save_label_png
 
-    from cdam_d2.data.transforms.cdam_resize import resize_image
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = predictors.load_predictor_cfg(args.config_file, args.opts,
+                                             allow_unsafe_yaml=args.allow_unsafe_config)
+        images = check_arguments(args, cfg)
+    except (ValueError, FileNotFoundError, KeyError, UnsafeConfigError) as error:
+        parser.error(str(error))
+    predictor = predictors.build_predictor(cfg, args.vocabulary, dataset=args.dataset or None, input_format="RGB")
+    colors = class_colors(predictor.names)
+    failed = []
+    import tqdm
 
-    args = parse_args(argv)
-    cfg = setup_cfg(args)
-    model = build_model(cfg).eval()
-    queries, metadata = vocabulary_and_metadata(args, cfg, model)
-    os.makedirs(args.output, exist_ok=True)
-    for path in tqdm.tqdm(list_images(args.input), desc="CDAM demo", unit="image"):
-        image = detection_utils.read_image(path, format="RGB")
-        resized = resize_image(image, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-        scores = model.segment(torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))),
-                               image.shape[0], image.shape[1], queries)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        save_overlay(image, scores.argmax(0).cpu().numpy(), metadata, os.path.join(args.output, f"{stem}.png"),
-                     args.opacity)
+    for path, name in zip(tqdm.tqdm(images, desc="Segmenting", unit="image"), output_names(images)):
+        try:
+            image = predictors.read_image_rgb(path)
+        except OSError as error:
+            tqdm.tqdm.write(f"Skipped: {error}")
+            failed.append(path)
+            continue
+        result = predictor(image, probabilities=False)
+        target = os.path.join(args.output, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        render_overlay(image, result.labels, result.names, args.opacity, colors).save(f"{target}.png")
+        save_label_png(result.labels, f"{target}_labels.png", colors)
+    print(f"Wrote {len(images) - len(failed)} of {len(images)} images to {args.output}")
+    if failed:
+        print(f"{len(failed)} image(s) could not be read:\n  " + "\n  ".join(failed), file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

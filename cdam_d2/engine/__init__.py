@@ -1,5 +1,6 @@
 from .cli import UnsafeConfigError, add_unsafe_config_flag, argument_parser, load_cfg, main, setup
+from .predictor import CDAMPredictor, ClusterCAMPredictor, SegmentationPrediction, build_predictor
 from .trainer import Trainer
 
-__all__ = ["Trainer", "UnsafeConfigError", "add_unsafe_config_flag", "argument_parser", "load_cfg", "main",
-           "setup"]
+__all__ = ["CDAMPredictor", "ClusterCAMPredictor", "SegmentationPrediction", "Trainer", "UnsafeConfigError",
+           "add_unsafe_config_flag", "argument_parser", "build_predictor", "load_cfg", "main", "setup"]

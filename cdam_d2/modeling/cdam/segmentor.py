@@ -127,6 +127,17 @@ class CDAMSegmentor(nn.Module):
         """(B, N, E) unit features, (Q, E) unit queries -> (B, Q, g_h, g_w) cosine logits."""
         return (features @ queries.t()).transpose(1, 2).reshape(features.shape[0], -1, *grid)
 
+    def merged_logits(self, image: torch.Tensor, text: TextQueries) -> Tuple[torch.Tensor, float]:
+        """(3, H1, W1) normalized image -> (Q_D, H1, W1) window-merged cosine logits at the resized size and
+        the background threshold; :meth:`forward` takes them to the output size."""
+        boxes = window_boxes(image.shape[-2], image.shape[-1], self.crop, self.stride)
+        step = self.window_batch if self.window_batch > 0 else len(boxes)
+        per_window = torch.cat([self.window_logits(crop_windows(image, boxes[start:start + step]), text)
+                                for start in range(0, len(boxes), step)])
+        entropy = patch_entropy_bits(per_window.flatten(2), self.entropy_scale)
+        threshold = background_threshold(entropy, self.alpha, self.threshold_default, self.threshold_source)
+        return merge_windows(per_window, boxes, tuple(image.shape[-2:])), threshold
+
     def forward(self, image: torch.Tensor, output_size: Tuple[int, int], text: TextQueries) -> SegmentationResult:
         """Segment one image.
 
@@ -135,13 +146,7 @@ class CDAMSegmentor(nn.Module):
             output_size: (H0, W0) original size of the image.
             text: query embeddings of the vocabulary.
         """
-        boxes = window_boxes(image.shape[-2], image.shape[-1], self.crop, self.stride)
-        step = self.window_batch if self.window_batch > 0 else len(boxes)
-        per_window = torch.cat([self.window_logits(crop_windows(image, boxes[start:start + step]), text)
-                                for start in range(0, len(boxes), step)])
-        entropy = patch_entropy_bits(per_window.flatten(2), self.entropy_scale)
-        threshold = background_threshold(entropy, self.alpha, self.threshold_default, self.threshold_source)
-        merged = merge_windows(per_window, boxes, tuple(image.shape[-2:]))
+        merged, threshold = self.merged_logits(image, text)
         logits = F.interpolate(merged[None], size=tuple(output_size), mode="bilinear", align_corners=False)[0]
         probs = class_probabilities(logits, text.query_to_class, text.num_classes, self.logit_scale)
         return SegmentationResult(encode_background(probs, threshold), logits, threshold)

@@ -68,8 +68,22 @@ def read_class_names_file(name_or_path: str) -> Vocabulary:
 
 
 def parse_vocabulary_string(text: str) -> Vocabulary:
-    """Parse a command-line vocabulary: ``"cat; dog; sofa, couch"`` (';' separates classes, ',' synonyms)."""
-    return parse_class_lines([entry for entry in text.split(";") if entry.strip()], source=f"vocabulary {text!r}")
+    """Parse a command-line vocabulary: ``"cat; dog; sofa, couch"`` (';' separates classes, ',' synonyms).
+
+    One trailing ';' is allowed; an empty vocabulary or an empty class (``"a;;b"``) raises, since dropping
+    it would shift every later class index.
+    """
+    entries = text.split(";")
+    if len(entries) > 1 and not entries[-1].strip():
+        entries.pop()
+    if not text.strip():
+        raise ValueError("The vocabulary is empty: give classes separated by ';' (synonyms by ','), "
+                         'e.g. "background; cat; dog, puppy"')
+    for index, entry in enumerate(entries):
+        if not all(name.strip() for name in entry.split(",")):
+            raise ValueError(f"Vocabulary {text!r}: class {index} ({entry.strip()!r}) has an empty name; "
+                             "separate classes by ';' and synonyms by ','")
+    return parse_class_lines(entries, source=f"vocabulary {text!r}")
 
 
 def atp_words() -> List[str]:

@@ -1,5 +1,7 @@
 """Detectron2 adapter of the training-free CDAM segmentor (``cdam_d2.modeling.cdam``)."""
-from typing import Dict, List, Optional
+import contextlib
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -7,9 +9,14 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.utils import comm
 
+from ...data.datasets.class_names import class_names_file_for
 from ..cdam import CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, TextQueries, build_clip, load_templates
-from ..cdam.vocabulary import Vocabulary, read_class_names_file
+from ..cdam.full_size import full_size_predictions
+from ..cdam.vocabulary import Vocabulary, parse_class_lines, read_class_names_file
+
+logger = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 TRAINING_FREE = ("CDAM is training-free: there is nothing to train. Evaluate with "
@@ -23,6 +30,11 @@ class CDAM(nn.Module):
     Input records: ``image`` (uint8 CHW RGB, resized by ``CDAMTestMapper``), ``height``/``width`` (original
     size), ``meta`` = {"dataset_name": name}. Output: ``[{"sem_seg": Tensor[C, height, width]}]`` whose argmax
     is the final prediction (entropy background threshold included).
+
+    The vocabulary of a dataset is its class-name file (``class_names_file_for``: metadata
+    ``class_names_file`` or the file shipped for a Detectron2 builtin dataset), else its ``stuff_classes``
+    (", " inside a class separates synonyms, as in Detectron2's ADE20K names). Text embeddings are kept per
+    name in memory, so a new vocabulary encodes only the names not seen before.
     """
 
     @configurable
@@ -36,7 +48,8 @@ class CDAM(nn.Module):
             text_embedder: cached prompt-ensemble text encoder.
             pixel_mean, pixel_std: per-channel normalization on the 0-255 scale (RGB).
             class_names_file: name file used for every dataset when not empty (else dataset metadata).
-            default_dataset: dataset used for records without ``meta`` (DATASETS.TEST[0]).
+            default_dataset: dataset of records without ``meta`` (DATASETS.TEST when it names exactly one;
+                "" makes such records an error, so several test datasets never share a vocabulary by accident).
             atp_vocabulary: augmented text prompts appended to the class distributions (None = no ATP).
             text_autocast_dtype: autocast dtype of text encoding on CUDA.
         """
@@ -51,6 +64,7 @@ class CDAM(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self._queries_by_dataset: Dict[str, TextQueries] = {}
+        self._embedding_by_name: Dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_config(cls, cfg):
@@ -83,7 +97,7 @@ class CDAM(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "class_names_file": options.CLASS_NAMES_FILE,
-            "default_dataset": cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "",
+            "default_dataset": cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) == 1 else "",
             "atp_vocabulary": read_class_names_file(options.ATP_FILE) if use_atp else None,
             "text_autocast_dtype": autocast_dtype,
         }
@@ -95,7 +109,16 @@ class CDAM(nn.Module):
 
         from ...data.mappers.cdam_test_mapper import CDAMTestMapper
 
-        return build_detection_test_loader(cfg, dataset_name, mapper=CDAMTestMapper(cfg))
+        # The mapper stamps every record with the loader's dataset (Detectron2's builtin loaders set no `meta`).
+        return build_detection_test_loader(cfg, dataset_name, mapper=CDAMTestMapper(cfg, dataset_name=dataset_name))
+
+    @classmethod
+    @contextlib.contextmanager
+    def evaluation_context(cls, cfg, model):
+        """Encode the text of every DATASETS.TEST entry before inference, so encoding neither runs inside
+        the first batch nor pollutes Detectron2's ETA."""
+        model.encode_datasets(cfg.DATASETS.TEST)
+        yield
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -109,39 +132,83 @@ class CDAM(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    def embed_names(self, names: Sequence[str]) -> torch.Tensor:
+        """(Q,) names -> (Q, E) unit-norm prompt-ensemble embeddings on the model's device. Only names not
+        embedded before by this model are encoded (through the text embedder and its disk cache)."""
+        missing = [name for name in dict.fromkeys(names) if name not in self._embedding_by_name]
+        if missing:
+            autocast = self.text_autocast_dtype if self.device.type == "cuda" else None
+            self._embedding_by_name.update(zip(missing, self.text_embedder(missing, autocast).cpu()))
+        return torch.stack([self._embedding_by_name[name] for name in names]).to(self.device)
+
     def text_queries(self, vocabulary: Vocabulary) -> TextQueries:
-        """Embed a vocabulary (and the ATP words) with the prompt ensemble (cached on disk)."""
-        autocast = self.text_autocast_dtype if self.device.type == "cuda" else None
-        dataset = self.text_embedder(vocabulary.queries, autocast)
+        """Embed a vocabulary (and the ATP words) with the prompt ensemble."""
+        dataset = self.embed_names(vocabulary.queries)
         if self.atp_vocabulary is None:
             extra = dataset.new_zeros(0, dataset.shape[1])
         else:
-            extra = self.text_embedder(self.atp_vocabulary.queries, autocast)
-        return TextQueries(dataset.to(self.device), extra.to(self.device), vocabulary.query_to_class,
-                           vocabulary.num_classes)
+            extra = self.embed_names(self.atp_vocabulary.queries)
+        return TextQueries(dataset, extra, vocabulary.query_to_class, vocabulary.num_classes)
 
-    def dataset_queries(self, dataset_name: str) -> TextQueries:
-        """Text queries of a registered dataset (its metadata ``class_names_file``), cached per dataset."""
-        queries = self._queries_by_dataset.get(dataset_name)
-        if queries is None or queries.dataset.device != self.device:
-            metadata = MetadataCatalog.get(dataset_name)
-            names_file = self.class_names_file or metadata.get("class_names_file", None)
-            if not names_file:
-                raise ValueError(f"Dataset {dataset_name!r} has no `class_names_file` metadata; set "
-                                 f"MODEL.CDAM.CLASS_NAMES_FILE to a name file (one class per line)")
+    def dataset_vocabulary(self, dataset_name: str) -> Vocabulary:
+        """The vocabulary of a registered dataset: MODEL.CDAM.CLASS_NAMES_FILE, else the dataset's class-name
+        file, else its ``stuff_classes``."""
+        metadata = MetadataCatalog.get(dataset_name)
+        classes = metadata.get("stuff_classes", None)
+        names_file = self.class_names_file or class_names_file_for(dataset_name)
+        if names_file:
             vocabulary = read_class_names_file(names_file)
-            classes = metadata.get("stuff_classes", None)
             if classes is not None and len(classes) != vocabulary.num_classes:
                 raise ValueError(f"{names_file!r} lists {vocabulary.num_classes} classes but dataset "
                                  f"{dataset_name!r} has {len(classes)} stuff_classes")
+            return vocabulary
+        if not classes:
+            raise ValueError(f"Dataset {dataset_name!r} has neither a class-name file nor `stuff_classes` "
+                             "metadata; set MODEL.CDAM.CLASS_NAMES_FILE to a name file (one class per line)")
+        return parse_class_lines(classes, source=f"stuff_classes of dataset {dataset_name!r}")
+
+    def dataset_queries(self, dataset_name: str) -> TextQueries:
+        """Text queries of a registered dataset's vocabulary, cached per dataset."""
+        queries = self._queries_by_dataset.get(dataset_name)
+        if queries is None or queries.dataset.device != self.device:
+            vocabulary = self.dataset_vocabulary(dataset_name)
+            logger.info("CDAM text queries of %s: %d names for %d classes + %d ATP words", dataset_name,
+                        len(vocabulary.queries), vocabulary.num_classes,
+                        len(self.atp_vocabulary.queries) if self.atp_vocabulary is not None else 0)
             queries = self._queries_by_dataset[dataset_name] = self.text_queries(vocabulary)
         return queries
+
+    def encode_datasets(self, dataset_names: Sequence[str]) -> None:
+        """Encode the text queries of ``dataset_names`` now. Under ``launch`` the main process encodes first
+        (and fills the disk text cache); the other processes wait, then read the cache."""
+        def encode_all():
+            for name in dataset_names:
+                self.dataset_queries(name)
+
+        if comm.is_main_process():
+            encode_all()
+        comm.synchronize()
+        if not comm.is_main_process():
+            encode_all()
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) uint8 RGB -> normalized float on the model's device."""
+        return (image.to(self.device).float() - self.pixel_mean) / self.pixel_std
 
     @torch.no_grad()
     def segment(self, image: torch.Tensor, height: int, width: int, queries: TextQueries) -> torch.Tensor:
         """(3, H1, W1) uint8 RGB image -> (C, height, width) scores."""
-        normalized = (image.to(self.device).float() - self.pixel_mean) / self.pixel_std
-        return self.segmentor(normalized, (height, width), queries).scores
+        return self.segmentor(self.normalize(image), (height, width), queries).scores
+
+    @torch.no_grad()
+    def segment_full_size(self, image: torch.Tensor, height: int, width: int, queries: TextQueries,
+                          with_probabilities: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Like :meth:`segment`, with bounded memory for large photos (``full_size_predictions``):
+        (3, H1, W1) uint8 RGB image -> labels (height, width) int32 and class probabilities
+        (C, height, width) float32 (or None), both on the CPU."""
+        merged, threshold = self.segmentor.merged_logits(self.normalize(image), queries)
+        return full_size_predictions(merged, (height, width), queries.query_to_class, queries.num_classes,
+                                     self.segmentor.logit_scale, threshold, with_probabilities)
 
     def forward(self, batched_inputs: List[dict]) -> List[Dict[str, torch.Tensor]]:
         if self.training:
@@ -150,8 +217,10 @@ class CDAM(nn.Module):
         for record in batched_inputs:
             dataset_name = record.get("meta", {}).get("dataset_name") or self.default_dataset
             if not dataset_name:
-                raise ValueError("Input record has no meta['dataset_name'] and DATASETS.TEST is empty: "
-                                 "CDAM cannot choose class names")
+                raise ValueError(
+                    f"Input record {record.get('file_name', '')!r} has no meta['dataset_name'] and DATASETS.TEST "
+                    "does not name exactly one dataset, so CDAM cannot choose its vocabulary. Map records with "
+                    "CDAMTestMapper(cfg, dataset_name=...) (the Trainer's test loader does) or set record['meta'].")
             image = record["image"]
             height, width = record.get("height", image.shape[-2]), record.get("width", image.shape[-1])
             outputs.append({"sem_seg": self.segment(image, height, width, self.dataset_queries(dataset_name))})
