@@ -28,9 +28,9 @@ setup(
         "pydensecrf2",
     ],
     extras_require={
-        "test": ["pytest"],
-        # tools/web_demo.py (gradio 6 API); the browser test also drives Chromium with selenium
+        # tools/web_demo.py (gradio 6 API)
         "demo": ["gradio>=6.0"],
-        "web-test": ["gradio>=6.0", "selenium>=4.11"],
+        # the browser test drives the web demo in Chromium (Debian: chromium chromium-driver) with selenium
+        "test": ["pytest", "gradio>=6.0", "selenium>=4.11"],
     },
 )
