@@ -7,18 +7,15 @@
 Each image gets ``<output>/<image_id>.png`` (uint8: 0 background, c = class id, 255 ignore), computed at
 the original image size from its image-level labels: multi-scale flipped CAMs, min-max normalised,
 then (``--kind labels``, default) the background band + PAR refinement used in training, or
-(``--kind cam``) the plain argmax over [BG_THR; CAMs]. Finished files are skipped, so an interrupted
-run resumes; each file is written to a temporary name and then renamed.
+(``--kind cam``) the plain argmax over [BG_THR; CAMs]. Each file is written to a temporary name and then
+renamed, and a re-run skips the files that decode completely at their image's size, so an interrupted run
+resumes and a file damaged afterwards is written again (``cdam_d2.engine.export``).
 """
 import argparse
 import logging
-import os
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
-from cdam_d2.data.prepare.files import prepare_output_dir, save_label_png
 
 logger = logging.getLogger("cdam_d2.export_pseudo_labels")
 
@@ -48,11 +45,6 @@ def setup_cfg(args):
     return cfg
 
 
-def output_name(record):
-    image_id = record.get("image_id") or os.path.splitext(os.path.basename(record["file_name"]))[0]
-    return f"{image_id}.png"
-
-
 def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
     """Returns (written, skipped) counts."""
     from detectron2.data import DatasetCatalog
@@ -60,6 +52,7 @@ def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
 
     from cdam_d2.data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
     from cdam_d2.engine.checkpoint import CoveringCheckpointer
+    from cdam_d2.engine.export import LabelPNGWriter, export_label_maps
     from cdam_d2.modeling.clustercam import cams_to_labels
 
     model = build_model(cfg)
@@ -70,13 +63,9 @@ def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
     model.eval()
     mapper = ClusterCAMDatasetMapper(cfg, is_train=False)
     records = DatasetCatalog.get(dataset_name)
-    prepare_output_dir(output_dir)  # also clears temp files of an interrupted run
-    written = skipped = 0
-    for record in tqdm(records, desc=f"{kind} {dataset_name}"):
-        path = os.path.join(output_dir, output_name(record))
-        if os.path.exists(path):
-            skipped += 1
-            continue
+
+    def predict(batch):
+        (record,) = batch
         if "image_labels" not in record:
             raise KeyError(f"dataset '{dataset_name}' record {record['file_name']} has no image_labels")
         image = model.normalize(mapper(record)["image"]).unsqueeze(0)
@@ -87,9 +76,10 @@ def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
             else:
                 cams = model.class_activation_maps(image, labels, train_mode=train_mode)
                 label_map = cams_to_labels(cams, model.bg_thr)[0]
-        save_label_png(label_map.cpu().numpy().astype(np.uint8), path)
-        written += 1
-    return written, skipped
+        return [label_map.cpu().numpy().astype(np.uint8)]
+
+    writer = LabelPNGWriter(output_dir)  # also clears temp files of an interrupted run
+    return export_label_maps(([r] for r in records), writer, predict, len(records), f"{kind} {dataset_name}")
 
 
 def main(argv=None):

@@ -21,6 +21,7 @@ _CLASS_RGB = {1: (220, 40, 40), 2: (40, 200, 60), 3: (50, 80, 230)}
 _NUM_IMAGES = {
     "cdam_voc21_sem_seg_val": 6,
     "cdam_voc21_sem_seg_train_aug": 16,
+    "cdam_voc21_sem_seg_test": 3,
     "cdam_context60_sem_seg_val": 4,
     "cdam_coco_object_sem_seg_val": 4,
     "cdam_coco14_sem_seg_train": 8,
@@ -29,6 +30,7 @@ _NUM_IMAGES = {
 _ID_FORMAT = {
     "cdam_voc21_sem_seg_val": "2011_{:06d}",
     "cdam_voc21_sem_seg_train_aug": "2008_{:06d}",
+    "cdam_voc21_sem_seg_test": "2009_{:06d}",
     "cdam_context60_sem_seg_val": "2010_{:06d}",
     "cdam_coco_object_sem_seg_val": "{:012d}",
     "cdam_coco14_sem_seg_train": "COCO_train2014_{:012d}",
@@ -104,6 +106,8 @@ def make_toy_datasets(root: str, seed: int = 0) -> Dict[str, int]:
             (t for f, t in labels_by_file.items() if layout.image_dir.startswith(os.path.dirname(f))),
             {},
         )
+        if layout.label_dir is None and layout.image_labels_file is None:
+            table = {}  # an images-only split (VOC test) has no labels of any kind
         _write_layout(root, layout, _NUM_IMAGES[name], rng, table)
     for labels_file, table in labels_by_file.items():
         with open(os.path.join(root, labels_file), "w") as f:

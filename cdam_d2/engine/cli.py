@@ -17,14 +17,15 @@ from .trainer import Trainer
 logger = logging.getLogger("cdam_d2")
 
 
-def load_cfg(config_file, opts=()):
-    """``get_cfg`` + :func:`add_cdam_config` + the file + ``opts``, adapted to this machine.
+def load_cfg(config_file, opts=(), add_config=add_cdam_config):
+    """``get_cfg`` + ``add_config`` (default :func:`add_cdam_config`) + the file + ``opts``, adapted
+    to this machine.
 
     Returns the (unfrozen) config and the list of fallbacks applied (no CUDA -> CPU; AMP off on
     CPU), for the caller to log.
     """
     cfg = get_cfg()
-    add_cdam_config(cfg)
+    add_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     fallbacks = []
@@ -37,9 +38,9 @@ def load_cfg(config_file, opts=()):
     return cfg, fallbacks
 
 
-def setup(args):
+def setup(args, add_config=add_cdam_config):
     """Config from ``args.config_file`` + ``args.opts``, adapted to the machine, frozen."""
-    cfg, fallbacks = load_cfg(args.config_file, args.opts)
+    cfg, fallbacks = load_cfg(args.config_file, args.opts, add_config)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cdam_d2")
@@ -51,20 +52,22 @@ def setup(args):
     return cfg
 
 
-def main(args):
-    cfg = setup(args)
+def main(args, setup_cfg=setup, trainer_cls=Trainer):
+    """Train, or evaluate with ``--eval-only``. Other entry points (tools/train_second_stage.py) pass
+    their own config setup and Trainer subclass."""
+    cfg = setup_cfg(args)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
+        model = trainer_cls.build_model(cfg)
         checkpointer = CoveringCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         loaded = cfg.MODEL.WEIGHTS or (args.resume and checkpointer.has_checkpoint())
         if not loaded and any(p.requires_grad for p in model.parameters()):
             logger.warning("Evaluating a trainable model without trained weights: MODEL.WEIGHTS is "
                            "empty and no checkpoint was resumed.")
-        results = Trainer.test(cfg, model)
+        results = trainer_cls.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
-    trainer = Trainer(cfg)
+    trainer = trainer_cls(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -56,6 +56,17 @@ LAYOUTS = {
             prepare_hint=_VOC_HINT,
             image_labels_file="VOCdevkit/VOC2012/image_labels.json",
         ),
+        SemSegLayout(  # images only: predictions go to the evaluation server (tools/export_voc_test.py)
+            name="cdam_voc21_sem_seg_test",
+            classes=VOC21_CLASSES,
+            image_dir="VOCdevkit/VOC2012/JPEGImages",
+            label_dir=None,
+            split_file="VOCdevkit/VOC2012/ImageSets/Segmentation/test.txt",
+            class_names_file="voc21.txt",
+            prepare_hint="download the VOC2012 test images (VOC2012test.tar, from the PASCAL VOC "
+            "evaluation server after registering) and unpack it where VOCtrainval was unpacked: it "
+            "adds its JPEGs to VOCdevkit/VOC2012/JPEGImages and writes ImageSets/Segmentation/test.txt",
+        ),
         SemSegLayout(
             name="cdam_context60_sem_seg_val",
             classes=CONTEXT60_CLASSES,

@@ -1,0 +1,130 @@
+"""Predict a dataset and write one label PNG per image, resumably (shared by tools/export_*.py).
+
+Each file is written under a temporary name and renamed (:func:`write_atomically`). A re-run skips
+the images whose PNG decodes completely at the image's size and in the expected mode, and writes
+the others again, so an interrupted export resumes and a file damaged afterwards is replaced.
+"""
+import contextlib
+import logging
+import os
+
+import numpy as np
+import torch
+from PIL import ExifTags, Image
+from tqdm import tqdm
+
+from ..data.datasets.pseudo_labels import label_file_name
+from ..data.prepare.files import prepare_output_dir, save_label_png, write_atomically
+
+logger = logging.getLogger("cdam_d2.export")
+
+
+def image_size(record):
+    """(H, W) of a record's image as Detectron2 reads it: ``height``/``width`` when the record has
+    them (mapped inputs), else the file's header with its EXIF orientation applied."""
+    if "height" in record and "width" in record:
+        return record["height"], record["width"]
+    with Image.open(record["file_name"]) as image:
+        width, height = image.size
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):  # 90° turns
+            width, height = height, width
+    return height, width
+
+
+class LabelPNGWriter:
+    """Writes (H, W) uint8 label maps as ``<output_dir>/<image_id>.png``.
+
+    Args:
+        output_dir (str): created if needed; temporary files of an interrupted run are removed.
+        palette (list[int] or None): None writes single-channel ``L`` PNGs (what Detectron2's
+            ``DatasetMapper`` reads as indices); a 768-entry palette writes palette (``P``) PNGs.
+    """
+
+    def __init__(self, output_dir, palette=None):
+        self.output_dir = output_dir
+        self.palette = palette
+        self.mode = "L" if palette is None else "P"
+        prepare_output_dir(output_dir)
+
+    def path_for(self, record):
+        return os.path.join(self.output_dir, label_file_name(record))
+
+    def is_finished(self, record):
+        """Whether the record's PNG exists, decodes completely, and has the image's size and this
+        writer's mode. A file that exists but fails is logged (it will be written again)."""
+        path = self.path_for(record)
+        if not os.path.exists(path):
+            return False
+        try:
+            with Image.open(path) as image:
+                image.load()
+                if image.mode == self.mode and (image.height, image.width) == tuple(image_size(record)):
+                    return True
+                problem = f"mode {image.mode}, size {image.height}x{image.width}"
+        except (OSError, SyntaxError, ValueError) as error:  # truncated or not a PNG
+            problem = f"{type(error).__name__}: {error}"
+        logger.warning("%s is damaged or does not fit its image (%s); writing it again", path, problem)
+        return False
+
+    def write(self, record, label):
+        """Write ``label`` (uint8 (H, W) array) as the record's PNG, atomically."""
+        path = self.path_for(record)
+        if self.palette is None:
+            save_label_png(label, path)
+            return
+        if label.dtype != np.uint8 or label.ndim != 2:
+            raise ValueError(f"Label map for {path} must be a uint8 (H, W) array, got {label.dtype} {label.shape}.")
+        image = Image.fromarray(label, mode="L").convert("P")  # same indices, then the colours
+        image.putpalette(self.palette)
+        write_atomically(path, lambda temp_path: image.save(temp_path, format="PNG"))
+
+
+def export_label_maps(batches, writer, predict, total, desc):
+    """Write the label map of every record in ``batches`` that is not finished yet.
+
+    Args:
+        batches (iterable[list[dict]]): records, or mapped model inputs, in groups predicted together.
+        writer (LabelPNGWriter): where the maps go and what counts as finished.
+        predict (callable): list of the group's unfinished records -> list of (H, W) uint8 arrays.
+        total (int): number of records, for the progress bar.
+        desc (str): progress bar label.
+
+    Returns:
+        (written, skipped) counts.
+    """
+    written = skipped = 0
+    with tqdm(total=total, desc=desc) as progress:
+        for batch in batches:
+            todo = [record for record in batch if not writer.is_finished(record)]
+            skipped += len(batch) - len(todo)
+            if todo:
+                labels = predict(todo)
+                if len(labels) != len(todo):
+                    raise ValueError(f"predict returned {len(labels)} label maps for {len(todo)} images")
+                for record, label in zip(todo, labels):
+                    expected = tuple(image_size(record))
+                    if tuple(label.shape) != expected:
+                        raise ValueError(f"Prediction for '{record['file_name']}' has size "
+                                         f"{tuple(label.shape)}, expected the image size {expected}.")
+                    writer.write(record, label)
+                    written += 1
+            progress.update(len(batch))
+            progress.set_postfix(written=written, skipped=skipped)
+    return written, skipped
+
+
+@contextlib.contextmanager
+def prediction_context(cfg, model):
+    """What :meth:`cdam_d2.engine.Trainer.test` enters around inference: the method's
+    ``evaluation_context`` (worker pools, ...), eval mode and ``torch.no_grad``."""
+    from detectron2.evaluation.evaluator import inference_context
+
+    from .trainer import method_recipe
+
+    open_context = method_recipe(cfg, "evaluation_context")
+    with contextlib.ExitStack() as stack:
+        if open_context is not None:
+            stack.enter_context(open_context(cfg, model))
+        stack.enter_context(inference_context(model))
+        stack.enter_context(torch.no_grad())
+        yield
