@@ -9,7 +9,7 @@ the original image size from its image-level labels: multi-scale flipped CAMs, m
 then (``--kind labels``, default) the background band + PAR refinement used in training, or
 (``--kind cam``) the plain argmax over [BG_THR; CAMs]. Each file is written to a temporary name and then
 renamed, and a re-run skips the files that decode completely at their image's size, so an interrupted run
-resumes and a file damaged afterwards is written again (``cdam_d2.engine.export``).
+resumes and a file damaged afterwards is written again (``cdam_d2.data.label_export``).
 """
 import argparse
 import logging
@@ -50,9 +50,9 @@ def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
     from detectron2.data import DatasetCatalog
     from detectron2.modeling import build_model
 
+    from cdam_d2.data.label_export import LabelPNGWriter, export_label_maps
     from cdam_d2.data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
     from cdam_d2.engine.checkpoint import CoveringCheckpointer
-    from cdam_d2.engine.export import LabelPNGWriter, export_label_maps
     from cdam_d2.modeling.clustercam import cams_to_labels
 
     model = build_model(cfg)

@@ -17,6 +17,7 @@ Each PNG is written to a temporary name and renamed; a re-run skips the PNGs tha
 their image's size, so an interrupted export resumes. The archive is written only once every image is done.
 """
 import argparse
+import contextlib
 import logging
 import os
 import tarfile
@@ -60,6 +61,24 @@ def write_archive(output_dir, png_dir, file_names):
     return archive
 
 
+@contextlib.contextmanager
+def prediction_context(cfg, model):
+    """What :meth:`cdam_d2.engine.Trainer.test` enters around inference: the method's
+    ``evaluation_context`` (worker pools, ...), eval mode and ``torch.no_grad``."""
+    import torch
+    from detectron2.evaluation.evaluator import inference_context
+
+    from cdam_d2.engine.trainer import method_recipe
+
+    open_context = method_recipe(cfg, "evaluation_context")
+    with contextlib.ExitStack() as stack:
+        if open_context is not None:
+            stack.enter_context(open_context(cfg, model))
+        stack.enter_context(inference_context(model))
+        stack.enter_context(torch.no_grad())
+        yield
+
+
 def export(cfg, dataset_name, output_dir, competition="comp6"):
     """Predict every image of ``dataset_name``, write the PNGs and the archive.
 
@@ -69,9 +88,9 @@ def export(cfg, dataset_name, output_dir, competition="comp6"):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from cdam_d2.data.datasets.builtin_meta import voc_palette_bytes
+    from cdam_d2.data.label_export import LabelPNGWriter, export_label_maps
     from cdam_d2.engine import Trainer
     from cdam_d2.engine.checkpoint import CoveringCheckpointer
-    from cdam_d2.engine.export import LabelPNGWriter, export_label_maps, prediction_context
     from cdam_d2.evaluation.metrics import argmax_labels
 
     num_classes = len(MetadataCatalog.get(dataset_name).stuff_classes)

@@ -1,22 +1,21 @@
-"""Predict a dataset and write one label PNG per image, resumably (shared by tools/export_*.py).
+"""Predict a dataset and write one label PNG per image, resumably (shared by tools/export_*.py;
+no detectron2 needed).
 
 Each file is written under a temporary name and renamed (:func:`write_atomically`). A re-run skips
 the images whose PNG decodes completely at the image's size and in the expected mode, and writes
 the others again, so an interrupted export resumes and a file damaged afterwards is replaced.
 """
-import contextlib
 import logging
 import os
 
 import numpy as np
-import torch
 from PIL import ExifTags, Image
 from tqdm import tqdm
 
-from ..data.datasets.pseudo_labels import label_file_name
-from ..data.prepare.files import prepare_output_dir, save_label_png, write_atomically
+from .datasets.pseudo_labels import label_file_name
+from .prepare.files import prepare_output_dir, save_label_png, write_atomically
 
-logger = logging.getLogger("cdam_d2.export")
+logger = logging.getLogger("cdam_d2.label_export")
 
 
 def image_size(record):
@@ -111,20 +110,3 @@ def export_label_maps(batches, writer, predict, total, desc):
             progress.update(len(batch))
             progress.set_postfix(written=written, skipped=skipped)
     return written, skipped
-
-
-@contextlib.contextmanager
-def prediction_context(cfg, model):
-    """What :meth:`cdam_d2.engine.Trainer.test` enters around inference: the method's
-    ``evaluation_context`` (worker pools, ...), eval mode and ``torch.no_grad``."""
-    from detectron2.evaluation.evaluator import inference_context
-
-    from .trainer import method_recipe
-
-    open_context = method_recipe(cfg, "evaluation_context")
-    with contextlib.ExitStack() as stack:
-        if open_context is not None:
-            stack.enter_context(open_context(cfg, model))
-        stack.enter_context(inference_context(model))
-        stack.enter_context(torch.no_grad())
-        yield
