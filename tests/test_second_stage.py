@@ -1,5 +1,6 @@
 """Second stage: exported pseudo-labels as a Detectron2 dataset, DeepLab trained on them with our
 evaluator, and the README's toy command sequence (ClusterCAM -> export -> DeepLab -> eval) end to end."""
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,19 @@ from tests.d2_guard import requires_detectron2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_CONFIG = os.path.join(REPO, "configs", "second_stage", "deeplabv3plus_voc_toy.yaml")
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Two torch threads on this shared 2-core machine train ~30x slower than one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def toy_records(root, sizes):
@@ -143,9 +157,9 @@ class PseudoLabelDatasetTest(unittest.TestCase):
     def test_training_augmentation_crops_and_pads_with_ignore(self):
         from detectron2.data import DatasetCatalog, DatasetMapper
 
+        from cdam_d2.config import add_second_stage_config
         from cdam_d2.data.datasets import register_pseudo_label_dataset
         from cdam_d2.engine import load_cfg
-        from cdam_d2.config import add_second_stage_config
         from cdam_d2.engine.second_stage import build_train_augmentations
 
         register_pseudo_label_dataset(self.names[1], self.label_dir, images_from=self.names[0])
@@ -169,14 +183,20 @@ class SecondStageTrainingTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
+        import cdam_d2
         from cdam_d2.data.toy import make_toy_datasets
 
         cls._tmp = tempfile.TemporaryDirectory()
         cls.root = os.path.join(cls._tmp.name, "datasets")
         make_toy_datasets(cls.root)
+        cdam_d2.register_all_cdam_datasets(cls.root)
 
     @classmethod
     def tearDownClass(cls):
+        import cdam_d2
+        from cdam_d2.data.datasets import default_datasets_root
+
+        cdam_d2.register_all_cdam_datasets(default_datasets_root())
         cls._tmp.cleanup()
 
     def build_cfg(self, opts):
@@ -218,18 +238,46 @@ class SecondStageTrainingTest(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "res5.2.conv3.weight"):
             ImageNetInitCheckpointer(target).load(path)
 
-    def test_deeplab_learns_from_pseudo_labels_and_is_scored_by_our_evaluator(self):
+    def test_resume_continues_from_the_run_checkpoint(self):
         import torch
+
+        from cdam_d2.engine.second_stage import SecondStageTrainer, register_pseudo_labels_from_cfg
+
+        label_dir = os.path.join(self.root, "VOCdevkit", "VOC2012", "SegmentationClassAug")
+        name = "cdam_test_second_stage_resume"
+        output = os.path.join(self._tmp.name, "resume")
+        os.makedirs(output)
+        common = ["CDAM_D2.PSEUDO_LABELS.DIR", label_dir, "CDAM_D2.PSEUDO_LABELS.NAME", name,
+                  "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "OUTPUT_DIR", output]
+        try:
+            cfg = self.build_cfg([*common, "SOLVER.MAX_ITER", "2"])
+            register_pseudo_labels_from_cfg(cfg)
+            with one_thread():
+                first = SecondStageTrainer(cfg)
+                first.resume_or_load(resume=True)  # nothing to resume: MODEL.WEIGHTS is empty, random init
+                first.train()
+                resumed = SecondStageTrainer(self.build_cfg([*common, "SOLVER.MAX_ITER", "3"]))
+                resumed.resume_or_load(resume=True)
+        finally:
+            self.unregister(name)
+        self.assertEqual(resumed.start_iter, 2)
+        for (key, value), other in zip(first.model.state_dict().items(), resumed.model.state_dict().values()):
+            torch.testing.assert_close(other, value, rtol=0, atol=0, msg=key)
+
+    def unregister(self, name):
         from detectron2.data import DatasetCatalog, MetadataCatalog
+
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+    def test_deeplab_learns_from_pseudo_labels_and_is_scored_by_our_evaluator(self):
         from detectron2.utils.env import seed_all_rng
 
-        import cdam_d2
-        from cdam_d2.data.datasets import default_datasets_root
         from cdam_d2.engine.second_stage import SecondStageTrainer, register_pseudo_labels_from_cfg
         from cdam_d2.evaluation.sem_seg_evaluator import SemSegEvaluator
 
         label_dir = os.path.join(self.root, "VOCdevkit", "VOC2012", "SegmentationClassAug")  # toy truth, mode L
-        cdam_d2.register_all_cdam_datasets(self.root)
         name = "cdam_test_second_stage_pl"
         try:
             cfg = self.build_cfg(["CDAM_D2.PSEUDO_LABELS.DIR", label_dir, "CDAM_D2.PSEUDO_LABELS.NAME", name,
@@ -240,23 +288,16 @@ class SecondStageTrainingTest(unittest.TestCase):
             register_pseudo_labels_from_cfg(cfg)
             self.assertIsInstance(SecondStageTrainer.build_evaluator(cfg, "cdam_voc21_sem_seg_val"), SemSegEvaluator)
             seed_all_rng(0)
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # two threads on the shared 2-core machine run ~30x slower
-            try:
+            with one_thread():
                 trainer = SecondStageTrainer(cfg)
                 trainer.resume_or_load(resume=False)
                 untrained = SecondStageTrainer.test(cfg, trainer.model)["sem_seg"]["mIoU"]
                 trainer.train()
                 trained = SecondStageTrainer.test(cfg, trainer.model)["sem_seg"]
-            finally:
-                torch.set_num_threads(threads)
             with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json")) as f:
                 losses = [json.loads(line)["total_loss"] for line in f if "total_loss" in line]
         finally:
-            if name in DatasetCatalog.list():
-                DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-            cdam_d2.register_all_cdam_datasets(default_datasets_root())
+            self.unregister(name)
         # The loss falls (logged every 20 iterations), and on the toy val set (background + 3 shapes)
         # the net scores far above predicting background everywhere (mIoU ~20) and above its start
         # (44-70 over seeds here; 0-21 untrained).

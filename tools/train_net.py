@@ -4,19 +4,7 @@
     python tools/train_net.py --config-file configs/cdam_voc21.yaml --eval-only
     python tools/train_net.py --config-file configs/clustercam_voc.yaml --num-gpus 1
 """
-from detectron2.engine import default_argument_parser, launch
-
-from cdam_d2.engine import main
-
+from cdam_d2.engine.cli import run_from_command_line
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    run_from_command_line()

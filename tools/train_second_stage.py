@@ -10,19 +10,8 @@ Same arguments as tools/train_net.py (Detectron2's default_argument_parser). The
 is the config key CDAM_D2.PSEUDO_LABELS.DIR (saved with the run's config.yaml); every process
 registers it as the dataset CDAM_D2.PSEUDO_LABELS.NAME.
 """
-from detectron2.engine import default_argument_parser, launch
-
+from cdam_d2.engine.cli import run_from_command_line
 from cdam_d2.engine.second_stage import main
 
-
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    run_from_command_line(main)

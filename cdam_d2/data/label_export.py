@@ -73,7 +73,7 @@ class LabelPNGWriter:
             return
         if label.dtype != np.uint8 or label.ndim != 2:
             raise ValueError(f"Label map for {path} must be a uint8 (H, W) array, got {label.dtype} {label.shape}.")
-        image = Image.fromarray(label, mode="L").convert("P")  # same indices, then the colours
+        image = Image.fromarray(label).convert("P")  # same indices (uint8 -> "L" -> "P"), then the colours
         image.putpalette(self.palette)
         write_atomically(path, lambda temp_path: image.save(temp_path, format="PNG"))
 

@@ -5,7 +5,7 @@ import os
 
 import torch
 from detectron2.config import get_cfg
-from detectron2.engine import default_setup
+from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -71,3 +71,18 @@ def main(args, setup_cfg=setup, trainer_cls=Trainer):
     trainer = trainer_cls(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
+
+
+def run_from_command_line(main_fn=main):
+    """The command line of tools/train_net.py (Detectron2's default arguments) -> ``launch(main_fn)``;
+    ``main_fn`` must be importable by name, as ``launch`` spawns workers that run it."""
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main_fn,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
