@@ -238,6 +238,31 @@ class SecondStageTrainingTest(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "res5.2.conv3.weight"):
             ImageNetInitCheckpointer(target).load(path)
 
+    def test_model_zoo_pkl_without_backbone_prefix_loads_by_name_matching(self):
+        """The layout of Detectron2's ImageNet files such as DeepLab/R-103.pkl: numpy arrays named as in
+        a bare ResNet ('stem.conv1.weight'), matched to 'backbone.*' by Detectron2's heuristics."""
+        import pickle
+
+        import torch
+        from detectron2.modeling import build_model
+
+        from cdam_d2.engine.second_stage import ImageNetInitCheckpointer
+
+        cfg = self.build_cfg([])
+        source, target = build_model(cfg), build_model(cfg)
+        arrays = {k[len("backbone."):]: v.numpy() for k, v in source.state_dict().items()
+                  if k.startswith("backbone.") and not k.endswith("num_batches_tracked")}
+        path = os.path.join(self._tmp.name, "R-tiny.pkl")
+        with open(path, "wb") as f:
+            pickle.dump({"model": arrays, "__author__": "test", "matching_heuristics": True}, f)
+        head_before = {k: v.clone() for k, v in target.state_dict().items() if k.startswith("sem_seg_head.")}
+        ImageNetInitCheckpointer(target).load(path)
+        state = target.state_dict()
+        for name, array in arrays.items():
+            np.testing.assert_array_equal(state["backbone." + name].numpy(), array, err_msg=name)
+        for key, value in head_before.items():
+            torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
+
     def test_resume_continues_from_the_run_checkpoint(self):
         import torch
 
