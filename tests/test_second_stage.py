@@ -18,6 +18,7 @@ from cdam_d2.data.datasets.pseudo_labels import load_pseudo_label_records
 from cdam_d2.data.label_io import read_label_map
 from cdam_d2.data.prepare.files import save_label_png
 from tests.d2_guard import requires_detectron2
+from tests.toy_datasets import RegisteredToyDatasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_CONFIG = os.path.join(REPO, "configs", "second_stage", "deeplabv3plus_voc_toy.yaml")
@@ -178,26 +179,8 @@ class PseudoLabelDatasetTest(unittest.TestCase):
 
 
 @requires_detectron2
-class SecondStageTrainingTest(unittest.TestCase):
+class SecondStageTrainingTest(RegisteredToyDatasets, unittest.TestCase):
     """In-process: DeepLab learns the toy segmentation from label maps served as 'pseudo-labels'."""
-
-    @classmethod
-    def setUpClass(cls):
-        import cdam_d2
-        from cdam_d2.data.toy import make_toy_datasets
-
-        cls._tmp = tempfile.TemporaryDirectory()
-        cls.root = os.path.join(cls._tmp.name, "datasets")
-        make_toy_datasets(cls.root)
-        cdam_d2.register_all_cdam_datasets(cls.root)
-
-    @classmethod
-    def tearDownClass(cls):
-        import cdam_d2
-        from cdam_d2.data.datasets import default_datasets_root
-
-        cdam_d2.register_all_cdam_datasets(default_datasets_root())
-        cls._tmp.cleanup()
 
     def build_cfg(self, opts):
         from cdam_d2.config import add_second_stage_config

@@ -16,6 +16,7 @@ from PIL import Image
 from cdam_d2.data.datasets.builtin_meta import pascal_colormap, voc_palette_bytes
 from cdam_d2.data.label_export import LabelPNGWriter, export_label_maps, image_size
 from tests.d2_guard import requires_detectron2
+from tests.toy_datasets import RegisteredToyDatasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
@@ -132,25 +133,11 @@ def load_tool():
 
 
 @requires_detectron2
-class ExportVOCTestToolTest(unittest.TestCase):
+class ExportVOCTestToolTest(RegisteredToyDatasets, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        import cdam_d2
-        from cdam_d2.data.toy import make_toy_datasets
-
-        cls._tmp = tempfile.TemporaryDirectory()
-        cls.root = os.path.join(cls._tmp.name, "datasets")
-        make_toy_datasets(cls.root)
-        cdam_d2.register_all_cdam_datasets(cls.root)
+        super().setUpClass()
         cls.tool = load_tool()
-
-    @classmethod
-    def tearDownClass(cls):
-        import cdam_d2
-        from cdam_d2.data.datasets import default_datasets_root
-
-        cdam_d2.register_all_cdam_datasets(default_datasets_root())
-        cls._tmp.cleanup()
 
     def test_records(self):
         from detectron2.data import DatasetCatalog, MetadataCatalog
