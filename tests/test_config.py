@@ -34,15 +34,18 @@ class ConfigTest(unittest.TestCase):
         from detectron2.data import DatasetCatalog
 
         from cdam_d2 import add_cdam_config
+        from cdam_d2.config import add_second_stage_config
 
         paths = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
         self.assertTrue(paths)
         for path in paths:
             with self.subTest(config=os.path.relpath(path, REPO)):
+                second_stage = os.path.basename(os.path.dirname(path)) == "second_stage"
                 cfg = get_cfg()
-                add_cdam_config(cfg)
+                (add_second_stage_config if second_stage else add_cdam_config)(cfg)
                 cfg.merge_from_file(path, allow_unsafe=False)  # shipped configs are plain data
-                self.assertIn(cfg.MODEL.META_ARCHITECTURE, ("CDAM", "ClusterCAM"))
+                expected = ("SemanticSegmentor",) if second_stage else ("CDAM", "ClusterCAM")
+                self.assertIn(cfg.MODEL.META_ARCHITECTURE, expected)
                 self.assertEqual(cfg.INPUT.FORMAT, "RGB")
                 self.assertEqual(cfg.MODEL.DEVICE, "cuda")  # never pinned in YAML
                 for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST:

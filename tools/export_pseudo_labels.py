@@ -9,18 +9,13 @@ the original image size from its image-level labels: multi-scale flipped CAMs, m
 then (``--kind labels``, default) the background band + PAR refinement used in training, or
 (``--kind cam``) the plain argmax over [BG_THR; CAMs]. Each file is written to a temporary name and then
 renamed, and a re-run skips the files that decode completely at their image's size, so an interrupted run
-resumes and a file damaged afterwards (a full disk, an interrupted copy) is written again.
+resumes and a file damaged afterwards is written again (``cdam_d2.data.label_export``).
 """
 import argparse
 import logging
-import os
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
-from cdam_d2.data.image_io import oriented_image_size
-from cdam_d2.data.prepare.files import is_complete_file, prepare_output_dir, save_label_png
 
 logger = logging.getLogger("cdam_d2.export_pseudo_labels")
 
@@ -53,44 +48,27 @@ def setup_cfg(args):
     return cfg
 
 
-def expected_size(record):
-    """(H, W) of the label map of ``record``: the original image size."""
-    if "height" in record and "width" in record:
-        return record["height"], record["width"]
-    return oriented_image_size(record)
-
-
-def output_name(record):
-    image_id = record.get("image_id") or os.path.splitext(os.path.basename(record["file_name"]))[0]
-    return f"{image_id}.png"
-
-
 def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
     """Returns (written, skipped) counts."""
     from detectron2.data import DatasetCatalog
     from detectron2.modeling import build_model
 
+    from cdam_d2.data.label_export import LabelPNGWriter, export_label_maps
     from cdam_d2.data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
     from cdam_d2.engine.checkpoint import CoveringCheckpointer
     from cdam_d2.modeling.clustercam import cams_to_labels
 
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        CoveringCheckpointer(model, allow_pickled_weights=cfg.CDAM_D2.ALLOW_PICKLED_WEIGHTS).load(cfg.MODEL.WEIGHTS)
+        CoveringCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: exporting labels of an untrained ClusterCAM head.")
     model.eval()
     mapper = ClusterCAMDatasetMapper(cfg, is_train=False)
     records = DatasetCatalog.get(dataset_name)
-    prepare_output_dir(output_dir)  # also clears temp files of interrupted runs
-    written = skipped = 0
-    for record in tqdm(records, desc=f"{kind} {dataset_name}"):
-        path = os.path.join(output_dir, output_name(record))
-        if os.path.exists(path):
-            if is_complete_file(path, expected_size(record)):
-                skipped += 1
-                continue
-            logger.warning("%s does not decode completely at the image's size; writing it again", path)
+
+    def predict(batch):
+        (record,) = batch
         if "image_labels" not in record:
             raise KeyError(f"dataset '{dataset_name}' record {record['file_name']} has no image_labels")
         image = model.normalize(mapper(record)["image"]).unsqueeze(0)
@@ -101,9 +79,10 @@ def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
             else:
                 cams = model.class_activation_maps(image, labels, train_mode=train_mode)
                 label_map = cams_to_labels(cams, model.bg_thr)[0]
-        save_label_png(label_map.cpu().numpy().astype(np.uint8), path)
-        written += 1
-    return written, skipped
+        return [label_map.cpu().numpy().astype(np.uint8)]
+
+    writer = LabelPNGWriter(output_dir)  # also clears temp files of an interrupted run
+    return export_label_maps(([r] for r in records), writer, predict, len(records), f"{kind} {dataset_name}")
 
 
 def main(argv=None):

@@ -6,19 +6,7 @@
 
 Config files are read as plain data: a Python YAML tag is refused unless --allow-unsafe-config is given.
 """
-from detectron2.engine import launch
-
-from cdam_d2.engine import argument_parser, main
-
+from cdam_d2.engine.cli import run_from_command_line
 
 if __name__ == "__main__":
-    args = argument_parser().parse_args()
-    print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    run_from_command_line()

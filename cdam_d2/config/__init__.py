@@ -2,8 +2,9 @@
 from .cdam_keys import add_cdam_keys
 from .clustercam_keys import add_clustercam_keys
 from .plugin_keys import add_plugin_keys
+from .second_stage_keys import add_second_stage_config
 
-__all__ = ["add_cdam_config"]
+__all__ = ["add_cdam_config", "add_second_stage_config"]
 
 
 def add_cdam_config(cfg):

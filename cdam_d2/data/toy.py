@@ -125,8 +125,9 @@ FAMILIES = (
         splits=(
             ToySplit("cdam_voc21_sem_seg_val", "val"),
             ToySplit("cdam_voc20_sem_seg_val", "val"),
+            ToySplit("cdam_voc21_sem_seg_test", "test", has_labels=False),  # VOC2012test.tar: images only
         ),
-        subsets=(("val", "2011_{:06d}", 6),),
+        subsets=(("val", "2011_{:06d}", 6), ("test", "2009_{:06d}", 3)),
         classes=_voc_classes(2),
         backgrounds=(0,),
         objects=(1, 2, 3),
@@ -339,14 +340,16 @@ def _write_voc(root, family, samples, image_labels):
     aug = family.key == "voc2012_train_aug"
     for s in samples:
         _save_image(os.path.join(voc, "JPEGImages", s.image_id + ".jpg"), s.image)
+        if s.subset == "test":
+            continue  # the test tarball has images and the split list only
         folder = "SegmentationClassAug" if aug else "SegmentationClass"  # SBD: index; VOC: palette
         _save_png(os.path.join(voc, folder, s.image_id + ".png"), raw[s.class_map], "L", not aug)
         image_labels[s.image_id] = _present_labels(_true_labels(family, 0)[s.class_map])
-    split = "train_aug" if aug else "val"
-    _save_lines(
-        os.path.join(voc, "ImageSets", "Segmentation", f"{split}.txt"),
-        [s.image_id for s in samples],
-    )
+    for subset, _, _ in family.subsets:
+        _save_lines(
+            os.path.join(voc, "ImageSets", "Segmentation", f"{subset}.txt"),
+            [s.image_id for s in samples if s.subset == subset],
+        )
 
 
 def _write_context(root, family, samples):

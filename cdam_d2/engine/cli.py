@@ -6,7 +6,7 @@ import os
 import torch
 import yaml
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup
+from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -54,8 +54,9 @@ def _merge_config_file(cfg, config_file, allow_unsafe_yaml):
         ) from None
 
 
-def load_cfg(config_file, opts=(), allow_unsafe_yaml=False):
-    """``get_cfg`` + :func:`add_cdam_config` + the file + ``opts``, adapted to this machine.
+def load_cfg(config_file, opts=(), allow_unsafe_yaml=False, add_config=add_cdam_config):
+    """``get_cfg`` + ``add_config`` (default :func:`add_cdam_config`) + the file + ``opts``, adapted
+    to this machine.
 
     The file (and its ``_BASE_`` files) is read with ``yaml.safe_load``; a Python tag raises
     :class:`UnsafeConfigError` naming the file, unless ``allow_unsafe_yaml`` lets Detectron2 fall
@@ -65,7 +66,7 @@ def load_cfg(config_file, opts=(), allow_unsafe_yaml=False):
     CPU), for the caller to log.
     """
     cfg = get_cfg()
-    add_cdam_config(cfg)
+    add_config(cfg)
     _merge_config_file(cfg, config_file, allow_unsafe_yaml)
     cfg.merge_from_list(list(opts))
     fallbacks = []
@@ -78,11 +79,12 @@ def load_cfg(config_file, opts=(), allow_unsafe_yaml=False):
     return cfg, fallbacks
 
 
-def setup(args):
+def setup(args, add_config=add_cdam_config):
     """Config from ``args.config_file`` + ``args.opts``, adapted to the machine, frozen.
     ``args.allow_unsafe_config`` (see :func:`argument_parser`) is optional."""
     cfg, fallbacks = load_cfg(args.config_file, args.opts,
-                              allow_unsafe_yaml=getattr(args, "allow_unsafe_config", False))
+                              allow_unsafe_yaml=getattr(args, "allow_unsafe_config", False),
+                              add_config=add_config)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="cdam_d2")
@@ -94,10 +96,12 @@ def setup(args):
     return cfg
 
 
-def main(args):
-    cfg = setup(args)
+def main(args, setup_cfg=setup, trainer_cls=Trainer):
+    """Train, or evaluate with ``--eval-only``. Other entry points (tools/train_second_stage.py) pass
+    their own config setup and Trainer subclass."""
+    cfg = setup_cfg(args)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
+        model = trainer_cls.build_model(cfg)
         checkpointer = CoveringCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
                                             allow_pickled_weights=cfg.CDAM_D2.ALLOW_PICKLED_WEIGHTS)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
@@ -105,10 +109,25 @@ def main(args):
         if not loaded and any(p.requires_grad for p in model.parameters()):
             logger.warning("Evaluating a trainable model without trained weights: MODEL.WEIGHTS is "
                            "empty and no checkpoint was resumed.")
-        results = Trainer.test(cfg, model)
+        results = trainer_cls.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
-    trainer = Trainer(cfg)
+    trainer = trainer_cls(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
+
+
+def run_from_command_line(main_fn=main):
+    """The command line of tools/train_net.py (:func:`argument_parser`) -> ``launch(main_fn)``;
+    ``main_fn`` must be importable by name, as ``launch`` spawns workers that run it."""
+    args = argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main_fn,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

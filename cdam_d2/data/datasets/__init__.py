@@ -2,6 +2,7 @@
 from .builtin_meta import COCO81_CLASSES, CONTEXT60_CLASSES, VOC21_CLASSES, pascal_colormap
 from .layouts import LAYOUTS, SemSegLayout
 from .loader import default_datasets_root, load_sem_seg_records
+from .pseudo_labels import register_pseudo_label_dataset
 
 __all__ = [
     "COCO81_CLASSES",
@@ -12,4 +13,5 @@ __all__ = [
     "default_datasets_root",
     "load_sem_seg_records",
     "pascal_colormap",
+    "register_pseudo_label_dataset",
 ]

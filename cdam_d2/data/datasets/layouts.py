@@ -143,5 +143,17 @@ LAYOUTS = {
             class_names_file="coco_object81.txt",
             prepare_hint=_COCO14_HINT,
         ),
+        # Last, so that the toy generator draws every other layout as before.
+        SemSegLayout(  # images only: predictions go to the evaluation server (tools/export_voc_test.py)
+            name="cdam_voc21_sem_seg_test",
+            classes=VOC21_CLASSES,
+            image_dir="VOCdevkit/VOC2012/JPEGImages",
+            label_dir=None,
+            split_file="VOCdevkit/VOC2012/ImageSets/Segmentation/test.txt",
+            class_names_file="voc21.txt",
+            prepare_hint="download the VOC2012 test images (VOC2012test.tar, from the PASCAL VOC "
+            "evaluation server after registering) and unpack it where VOCtrainval was unpacked: it "
+            "adds its JPEGs to VOCdevkit/VOC2012/JPEGImages and writes ImageSets/Segmentation/test.txt",
+        ),
     )
 }

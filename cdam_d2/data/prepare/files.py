@@ -62,11 +62,12 @@ def is_stale_temp_file(path):
     return not _process_is_alive(pid)
 
 
-def is_complete_file(path, size=None):
+def is_complete_file(path, size=None, mode=None):
     """Whether ``path`` is a finished output that a resumed run may skip.
 
     Images (any extension PIL knows, e.g. ``.png``) must decode completely — a truncated or
-    damaged file raises in ``Image.load`` — and have ``size`` = (H, W) when it is given; ``.json``
+    damaged file raises in ``Image.load`` — and have ``size`` = (H, W) and PIL ``mode`` (e.g.
+    "L", "P") when they are given; ``.json``
     files must parse. Other files only need to exist. Costs one decode, far less than producing
     the file again.
     """
@@ -84,7 +85,8 @@ def is_complete_file(path, size=None):
         try:
             with Image.open(path) as image:
                 image.load()
-                return size is None or (image.height, image.width) == tuple(size)
+                return ((size is None or (image.height, image.width) == tuple(size))
+                        and (mode is None or image.mode == mode))
         except Exception:  # PIL reports damage as OSError, SyntaxError, struct.error, ...
             return False
     return True

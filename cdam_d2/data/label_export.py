@@ -1,0 +1,103 @@
+"""Predict a dataset and write one label PNG per image, resumably (shared by tools/export_*.py;
+no detectron2 needed).
+
+Each file is written under a temporary name and renamed (:func:`write_atomically`). A re-run skips
+the images whose PNG decodes completely at the image's size and in the expected mode, and writes
+the others again, so an interrupted export resumes and a file damaged afterwards is replaced.
+"""
+import logging
+import os
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .datasets.pseudo_labels import label_file_name
+from .image_io import oriented_image_size
+from .prepare.files import is_complete_file, prepare_output_dir, save_label_png, write_atomically
+
+logger = logging.getLogger("cdam_d2.label_export")
+
+
+def image_size(record):
+    """(H, W) of a record's image as Detectron2 reads it: ``height``/``width`` when the record has
+    them (mapped inputs), else the file's header with its EXIF orientation applied."""
+    if "height" in record and "width" in record:
+        return record["height"], record["width"]
+    return oriented_image_size(record)
+
+
+class LabelPNGWriter:
+    """Writes (H, W) uint8 label maps as ``<output_dir>/<image_id>.png``.
+
+    Args:
+        output_dir (str): created if needed; temporary files of an interrupted run are removed.
+        palette (list[int] or None): None writes single-channel ``L`` PNGs (what Detectron2's
+            ``DatasetMapper`` reads as indices); a 768-entry palette writes palette (``P``) PNGs.
+    """
+
+    def __init__(self, output_dir, palette=None):
+        self.output_dir = output_dir
+        self.palette = palette
+        self.mode = "L" if palette is None else "P"
+        prepare_output_dir(output_dir)
+
+    def path_for(self, record):
+        return os.path.join(self.output_dir, label_file_name(record))
+
+    def is_finished(self, record):
+        """Whether the record's PNG exists, decodes completely, and has the image's size and this
+        writer's mode. A file that exists but fails is logged (it will be written again)."""
+        path = self.path_for(record)
+        if not os.path.exists(path):
+            return False
+        if is_complete_file(path, image_size(record), self.mode):
+            return True
+        logger.warning("%s is damaged or does not fit its image (size, mode %s); writing it again", path, self.mode)
+        return False
+
+    def write(self, record, label):
+        """Write ``label`` (uint8 (H, W) array) as the record's PNG, atomically."""
+        path = self.path_for(record)
+        if self.palette is None:
+            save_label_png(label, path)
+            return
+        if label.dtype != np.uint8 or label.ndim != 2:
+            raise ValueError(f"Label map for {path} must be a uint8 (H, W) array, got {label.dtype} {label.shape}.")
+        image = Image.fromarray(label).convert("P")  # same indices (uint8 -> "L" -> "P"), then the colours
+        image.putpalette(self.palette)
+        write_atomically(path, lambda temp_path: image.save(temp_path, format="PNG"))
+
+
+def export_label_maps(batches, writer, predict, total, desc):
+    """Write the label map of every record in ``batches`` that is not finished yet.
+
+    Args:
+        batches (iterable[list[dict]]): records, or mapped model inputs, in groups predicted together.
+        writer (LabelPNGWriter): where the maps go and what counts as finished.
+        predict (callable): list of the group's unfinished records -> list of (H, W) uint8 arrays.
+        total (int): number of records, for the progress bar.
+        desc (str): progress bar label.
+
+    Returns:
+        (written, skipped) counts.
+    """
+    written = skipped = 0
+    with tqdm(total=total, desc=desc) as progress:
+        for batch in batches:
+            todo = [record for record in batch if not writer.is_finished(record)]
+            skipped += len(batch) - len(todo)
+            if todo:
+                labels = predict(todo)
+                if len(labels) != len(todo):
+                    raise ValueError(f"predict returned {len(labels)} label maps for {len(todo)} images")
+                for record, label in zip(todo, labels):
+                    expected = tuple(image_size(record))
+                    if tuple(label.shape) != expected:
+                        raise ValueError(f"Prediction for '{record['file_name']}' has size "
+                                         f"{tuple(label.shape)}, expected the image size {expected}.")
+                    writer.write(record, label)
+                    written += 1
+            progress.update(len(batch))
+            progress.set_postfix(written=written, skipped=skipped)
+    return written, skipped
