@@ -13,12 +13,13 @@ Rows: 21 and 81 classes at 375x500 (VOC / COCO-Object size) and 19 classes at 10
   ``output_dir``; cdam_d2's defaults do the same).
 
 Each image's scores are made just before ``process``, as a model's post-processing does
-(bilinear upsampling of 1/16-resolution random logits), and only the evaluators' calls are
-timed. ``--labels smooth`` draws label maps the same way (a perturbed copy of the same logits,
-ignore label on the class borders, as VOC's); ``noise`` uses i.i.d. random scores and labels, a
-worst case for PNG decoding and run-length encoding. Within each row the two evaluators take
-turns over the rounds, so that load from other processes hits both; the ratio is taken between
-their best rounds, as ``timeit`` does. Every round checks that the two agree on every
+(bilinear upsampling of 1/32-resolution random logits of a few classes per image: 3 of VOC's
+21, 4 of COCO-Object's 81, 12 of Cityscapes' 19), and only the evaluators' calls are timed.
+``--labels smooth`` draws the label maps the same way (a perturbed copy of the same logits, with
+a thin ignore band along class borders, as VOC's); ``noise`` uses i.i.d. random scores and labels
+of every class, a worst case for PNG decoding and run-length encoding. Within each row the two
+evaluators take turns over the rounds, so that load from other processes hits both; the ratio is
+taken between their best rounds, as ``timeit`` does. Every round checks that the two agree on every
 non-boundary metric and, with ``on``, that their JSON files are identical.
 """
 import argparse
@@ -37,7 +38,8 @@ from PIL import Image
 
 from cdam_d2.evaluation import SemSegEvaluator
 
-CASES = ((21, 375, 500, 30), (81, 375, 500, 12), (19, 1024, 2048, 4))  # classes, H, W, images
+# classes, H, W, images, classes present per image: VOC, COCO-Object and Cityscapes sizes.
+CASES = ((21, 375, 500, 30, 3), (81, 375, 500, 12, 4), (19, 1024, 2048, 4, 12))
 
 
 class D2WithoutExtras(D2SemSegEvaluator):
@@ -51,31 +53,36 @@ class D2WithoutExtras(D2SemSegEvaluator):
         return []
 
 
-def make_scores(index, num_classes, height, width, labels):
+def make_scores(index, case, labels):
     """(C, H, W) float32 scores of image ``index`` and its (H, W) uint8 label map."""
+    num_classes, height, width, _, present = case
     generator = torch.Generator().manual_seed(index)
     if labels == "noise":
         scores = torch.rand(num_classes, height, width, generator=generator)
         gt = torch.randint(0, num_classes, (height, width), generator=generator).to(torch.uint8)
         gt[torch.rand(height, width, generator=generator) < 0.05] = 255
         return scores, gt.numpy()
-    low = (num_classes, math.ceil(height / 16), math.ceil(width / 16))
+    classes = torch.randperm(num_classes, generator=generator)[:present]
+    low = (present, math.ceil(height / 32), math.ceil(width / 32))
     logits = torch.randn(low, generator=generator)
     upsample = lambda x: F.interpolate(x[None], (height, width), mode="bilinear")[0]
-    scores = upsample(logits + 0.5 * torch.randn(low, generator=generator))
+    everything = torch.full((num_classes, *low[1:]), -10.0)  # absent classes score low
+    everything[classes] = logits + 0.5 * torch.randn(low, generator=generator)
+    scores = upsample(everything)
     truth = upsample(logits + 0.5 * torch.randn(low, generator=generator))
     top2 = truth.topk(2, dim=0).values
-    gt = truth.argmax(dim=0).to(torch.uint8)
-    gt[top2[0] - top2[1] < 0.05] = 255  # a thin ignore band along class borders
+    gt = classes[truth.argmax(dim=0)].to(torch.uint8)
+    gt[top2[0] - top2[1] < 0.05] = 255  # a thin ignore band along class borders, as in VOC
     return scores, gt.numpy()
 
 
-def register(root, num_classes, height, width, images, labels):
+def register(root, case, labels):
+    num_classes, height, width, images, _ = case
     name = f"cdam_bench_evaluator_{num_classes}_{height}x{width}_{labels}"
     records = []
     for index in range(images):
         path = os.path.join(root, f"{name}_{index}.png")
-        Image.fromarray(make_scores(index, num_classes, height, width, labels)[1]).save(path)
+        Image.fromarray(make_scores(index, case, labels)[1]).save(path)
         records.append({"file_name": f"{index}.jpg", "sem_seg_file_name": path})
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(
@@ -86,11 +93,11 @@ def register(root, num_classes, height, width, images, labels):
 
 def timed_round(evaluator, case, labels):
     """Seconds per image spent in ``process`` and ``evaluate``, and the results."""
-    num_classes, height, width, images = case
     evaluator.reset()
     seconds = 0.0
+    images = case[3]
     for index in range(images):
-        scores = make_scores(index, num_classes, height, width, labels)[0]
+        scores = make_scores(index, case, labels)[0]
         start = time.perf_counter()
         evaluator.process([{"file_name": f"{index}.jpg"}], [{"sem_seg": scores}])
         seconds += time.perf_counter() - start
@@ -139,7 +146,7 @@ def main():
     parser.add_argument("--labels", choices=("smooth", "noise"), default="smooth")
     parser.add_argument("--threads", type=int, nargs="+", default=(1, 2))
     parser.add_argument("--cases", type=int, nargs="+", default=range(len(CASES)),
-                        help=f"indices into {CASES} (classes, H, W, images)")
+                        help=f"indices into {CASES} (classes, H, W, images, present)")
     args = parser.parse_args()
     print(f"{args.labels} labels, {args.rounds} rounds alternating; ms per image, best round "
           "(range over rounds)")
@@ -149,8 +156,8 @@ def main():
     with tempfile.TemporaryDirectory() as root:
         for case_index in args.cases:
             case = CASES[case_index]
-            num_classes, height, width, images = case
-            name = register(root, num_classes, height, width, images, args.labels)
+            num_classes, height, width, images, _ = case
+            name = register(root, case, args.labels)
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 cv2.setNumThreads(threads)
