@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-image time of cdam_d2's SemSegEvaluator vs Detectron2's, doing the same work.
 
-    python benchmarks/bench_evaluator.py [--rounds 3] [--labels smooth|noise] [--threads 1 2]
+    python benchmarks/bench_evaluator.py [--rounds 5] [--labels smooth|noise] [--threads 1 2]
 
 Rows: 21 and 81 classes at 375x500 (VOC / COCO-Object size) and 19 classes at 1024x2048
 (Cityscapes size), each at every thread count, with
@@ -142,7 +142,7 @@ def run_row(name, case, work, rounds, labels, root):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--labels", choices=("smooth", "noise"), default="smooth")
     parser.add_argument("--threads", type=int, nargs="+", default=(1, 2))
     parser.add_argument("--cases", type=int, nargs="+", default=range(len(CASES)),

@@ -2,11 +2,13 @@ import math
 import os
 import tempfile
 import unittest
+from unittest import mock
 
 import numpy as np
 import torch
 from PIL import Image
 
+from cdam_d2.evaluation import metrics
 from cdam_d2.evaluation.metrics import (
     argmax_labels,
     boundary_confusion_matrix,
@@ -103,14 +105,17 @@ class MetricsTest(unittest.TestCase):
         expected = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
         for p, g in zip(pred.ravel(), gt.ravel()):
             expected[p, g if g < num_classes else num_classes] += 1
-        # byte histogram, and the generic count for other types
-        for dtypes in ((np.uint8, np.uint8), (np.int64, np.uint8), (np.int32, np.int64)):
-            conf, invalid = confusion_matrix(
-                pred.astype(dtypes[0]), gt.astype(dtypes[1]), num_classes, ignore
-            )
-            self.assertEqual(conf.dtype, np.int64)
-            self.assertTrue(np.array_equal(conf, expected), dtypes)
-            self.assertEqual(invalid, {30: 3, 254: 1})
+        # byte histogram (also summed over chunks, as for images of more than 2**24 pixels),
+        # and the generic count for other types
+        for chunk in (2**24, 100):
+            with mock.patch.object(metrics, "_HISTOGRAM_CHUNK", chunk):
+                for dtypes in ((np.uint8, np.uint8), (np.int64, np.uint8), (np.int32, np.int64)):
+                    conf, invalid = confusion_matrix(
+                        pred.astype(dtypes[0]), gt.astype(dtypes[1]), num_classes, ignore
+                    )
+                    self.assertEqual(conf.dtype, np.int64)
+                    self.assertTrue(np.array_equal(conf, expected), (chunk, dtypes))
+                    self.assertEqual(invalid, {30: 3, 254: 1})
         negative = gt.astype(np.int64)
         negative[1, 1] = -2
         self.assertEqual(confusion_matrix(pred, negative, 6, 255)[1][-2], 1)

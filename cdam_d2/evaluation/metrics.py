@@ -64,21 +64,21 @@ def argmax_labels(scores: torch.Tensor, dtype: torch.dtype = torch.int64) -> tor
 def pair_histogram(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int):
     """(num_rows, num_cols) int64 counts of the pixel pairs (rows, cols) of two uint8 maps.
 
-    Pairs outside the table are not counted. One ``cv2.calcHist`` pass: several times faster
-    than ``np.bincount``, which first widens every pair to int64.
+    Needs num_rows * num_cols <= 65536; pairs with ``rows >= num_rows`` are not counted. The
+    pairs are packed into 16-bit keys and counted by ``cv2.calcHist``, several times faster
+    than ``np.bincount``, which first widens every key to int64.
     """
     import cv2  # imported here so that the metrics import without OpenCV
 
-    rows = np.ascontiguousarray(rows).reshape(1, -1)
-    cols = np.ascontiguousarray(cols).reshape(1, -1)
-    counts = np.zeros((num_rows, num_cols), dtype=np.int64)
-    for start in range(0, rows.shape[1], _HISTOGRAM_CHUNK):
-        part = slice(start, start + _HISTOGRAM_CHUNK)
-        counts += cv2.calcHist(
-            [rows[:, part], cols[:, part]], [0, 1], None, [num_rows, num_cols],
-            [0, num_rows, 0, num_cols],
-        ).astype(np.int64)
-    return counts
+    keys = rows.astype(np.uint16).reshape(1, -1)
+    keys *= num_cols
+    keys += cols.reshape(1, -1)
+    bins = num_rows * num_cols
+    counts = np.zeros(bins, dtype=np.int64)
+    for start in range(0, keys.shape[1], _HISTOGRAM_CHUNK):
+        part = keys[:, start:start + _HISTOGRAM_CHUNK]
+        counts += cv2.calcHist([part], [0], None, [bins], [0, bins]).astype(np.int64).reshape(-1)
+    return counts.reshape(num_rows, num_cols)
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_label: int):
