@@ -64,7 +64,7 @@ def argmax_labels(scores: torch.Tensor, dtype: torch.dtype = torch.int64) -> tor
 def pair_histogram(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int):
     """(num_rows, num_cols) int64 counts of the pixel pairs (rows, cols) of two uint8 maps.
 
-    Needs num_rows * num_cols <= 65536; pairs with ``rows >= num_rows`` are not counted. The
+    Values must lie in [0, num_rows) and [0, num_cols), with num_rows * num_cols <= 65536. The
     pairs are packed into 16-bit keys and counted by ``cv2.calcHist``, several times faster
     than ``np.bincount``, which first widens every key to int64.
     """
