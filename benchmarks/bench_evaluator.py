@@ -39,7 +39,7 @@ from PIL import Image
 from cdam_d2.evaluation import SemSegEvaluator
 
 # classes, H, W, images, classes present per image: VOC, COCO-Object and Cityscapes sizes.
-CASES = ((21, 375, 500, 30, 3), (81, 375, 500, 12, 4), (19, 1024, 2048, 4, 12))
+CASES = ((21, 375, 500, 30, 3), (81, 375, 500, 12, 4), (19, 1024, 2048, 3, 12))
 
 
 class D2WithoutExtras(D2SemSegEvaluator):
