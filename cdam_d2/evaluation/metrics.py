@@ -1,9 +1,15 @@
-"""Confusion-matrix semantic segmentation metrics in plain torch (no detectron2 needed).
+"""Semantic segmentation metrics from confusion matrices (numpy, OpenCV and torch; no detectron2).
 
 The confusion matrix has shape (C+1, C+1): rows are predictions, columns are ground truth, and
 index C collects ignored ground-truth pixels, exactly as Detectron2's ``SemSegEvaluator`` lays
 it out, so matrices from both can be compared and summed across processes.
+
+Only the arg-max over the scores runs in torch (on the scores' device, with torch's threads);
+the per-pixel bookkeeping on (H, W) maps is single-threaded numpy and OpenCV, since every
+multi-threaded torch call on such small maps costs a thread hand-off that, on a busy machine,
+takes longer than the work.
 """
+import math
 from collections import OrderedDict
 from typing import Sequence
 
@@ -12,10 +18,12 @@ import torch
 import torch.nn.functional as F
 
 CONVENTIONS = ("detectron2", "mmseg")
+# cv2.calcHist counts in float32, exact up to 2**24 per bin: histograms are summed over chunks.
+_HISTOGRAM_CHUNK = 2**24
 
 
-def argmax_labels(scores: torch.Tensor) -> torch.Tensor:
-    """(C, H, W) scores -> (H, W) int64 labels, equal to ``scores.argmax(dim=0)``.
+def argmax_labels(scores: torch.Tensor, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """(C, H, W) scores -> (H, W) labels of ``dtype``, equal to ``scores.argmax(dim=0)``.
 
     Ties go to the first class and NaN counts as the maximum, as in torch. On CPU, torch's
     arg-max over the leading dimension is a scalar loop that dominated the evaluation time.
@@ -27,7 +35,7 @@ def argmax_labels(scores: torch.Tensor) -> torch.Tensor:
     """
     scores = scores.detach()
     if scores.device.type != "cpu" or not scores.is_floating_point():
-        return scores.max(dim=0).indices
+        return scores.max(dim=0).indices.to(dtype)
     if scores.dtype not in (torch.float32, torch.float64):
         scores = scores.float()  # exact and order-preserving; not every torch pools half on CPU
     scores = scores.contiguous()
@@ -43,65 +51,119 @@ def argmax_labels(scores: torch.Tensor) -> torch.Tensor:
     )
     maxima, positions = F.max_pool2d(as_image, (num_classes, 1), return_indices=True)
     # positions[0, p, 0, b] = c * B + b for pixel b * (H*W/B) + p.
-    labels = positions[0, :, 0, :].t().reshape(height, width)
-    labels.bitwise_right_shift_(blocks.bit_length() - 1)
-    if maxima.sum().isnan():  # cheap test first: a vectorised sum propagates NaN
+    codes = positions.numpy()[0, :, 0, :]
+    np.right_shift(codes, blocks.bit_length() - 1, out=codes)
+    numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    labels = torch.from_numpy(codes.T.astype(numpy_dtype, order="C")).view(height, width)
+    if np.isnan(maxima.numpy().sum()):  # cheap test first: a vectorised sum propagates NaN
         nan_max = maxima[0, :, 0, :].t().reshape(height, width).isnan()
-        labels[nan_max] = scores[:, nan_max].max(dim=0).indices
+        labels[nan_max] = scores[:, nan_max].max(dim=0).indices.to(dtype)
     return labels
 
 
-def confusion_matrix(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, ignore_label: int):
+def pair_histogram(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int):
+    """(num_rows, num_cols) int64 counts of the pixel pairs (rows, cols) of two uint8 maps.
+
+    Values must lie in [0, num_rows) and [0, num_cols), with num_rows * num_cols <= 65536. The
+    pairs are packed into 16-bit keys and counted by ``cv2.calcHist``, several times faster
+    than ``np.bincount``, which first widens every key to int64.
+    """
+    import cv2  # imported here so that the metrics import without OpenCV
+
+    keys = rows.astype(np.uint16).reshape(1, -1)
+    keys *= num_cols
+    keys += cols.reshape(1, -1)
+    bins = num_rows * num_cols
+    counts = np.zeros(bins, dtype=np.int64)
+    for start in range(0, keys.shape[1], _HISTOGRAM_CHUNK):
+        part = keys[:, start:start + _HISTOGRAM_CHUNK]
+        counts += cv2.calcHist([part], [0], None, [bins], [0, bins]).astype(np.int64).reshape(-1)
+    return counts.reshape(num_rows, num_cols)
+
+
+def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_label: int):
     """Confusion matrix of one (H, W) prediction in [0, C) against its (H, W) label map.
 
-    Computed on ``pred``'s device. Label values outside [0, C) other than ``ignore_label`` are
-    counted, by value, and put with the ignored pixels; the caller decides whether they are an
-    error.
+    Label values outside [0, C) other than ``ignore_label`` are counted, by value, and put with
+    the ignored pixels; the caller decides whether they are an error.
 
     Returns:
         conf: (C+1, C+1) int64, rows = prediction, columns = label, column C = ignored pixels.
         invalid: {label value: pixel count} of the out-of-range values, empty when there are none.
     """
-    gt = gt.to(pred.device)
-    if gt.dtype == torch.uint8 and num_classes <= ignore_label <= 255:
+    conf = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    if pred.dtype == gt.dtype == np.uint8 and num_classes <= ignore_label <= 255:
         # One histogram over (prediction, raw label byte) pairs also finds the invalid values.
-        pairs = pred.int().mul_(256).add_(gt)
-        counts = torch.bincount(pairs.reshape(-1), minlength=num_classes * 256)
-        counts = counts.reshape(num_classes, 256)
-        conf = counts.new_zeros(num_classes + 1, num_classes + 1)
+        counts = pair_histogram(pred, gt, num_classes, 256)
         conf[:num_classes, :num_classes] = counts[:, :num_classes]
-        conf[:num_classes, num_classes] = counts[:, num_classes:].sum(dim=1)
-        per_value = counts[:, num_classes:].sum(dim=0)
+        conf[:num_classes, num_classes] = counts[:, num_classes:].sum(axis=1)
+        per_value = counts[:, num_classes:].sum(axis=0)
         per_value[ignore_label - num_classes] = 0
-        values = per_value.nonzero().flatten()
-        invalid = {int(v) + num_classes: int(per_value[v]) for v in values.tolist()}
+        values = np.flatnonzero(per_value)
+        invalid = dict(zip((values + num_classes).tolist(), per_value[values].tolist()))
         return conf, invalid
     out_of_range = ((gt < 0) | (gt >= num_classes)) & (gt != ignore_label)
-    invalid = {}
-    if out_of_range.any():
-        values, pixels = torch.unique(gt[out_of_range], return_counts=True)
-        invalid = dict(zip(values.tolist(), pixels.tolist()))
-    labels = gt.long().masked_fill(out_of_range | (gt == ignore_label), num_classes)
-    pairs = (num_classes + 1) * pred.reshape(-1).long() + labels.reshape(-1)
-    conf = torch.bincount(pairs, minlength=(num_classes + 1) ** 2)
-    return conf.reshape(num_classes + 1, num_classes + 1), invalid
+    values, pixels = np.unique(gt[out_of_range], return_counts=True)
+    invalid = dict(zip(values.tolist(), pixels.tolist()))
+    labels = np.where(out_of_range | (gt == ignore_label), num_classes, gt).astype(np.int64)
+    pairs = (num_classes + 1) * pred.astype(np.int64) + labels
+    conf += np.bincount(pairs.reshape(-1), minlength=conf.size).reshape(conf.shape)
+    return conf, invalid
 
 
-def mask_boundary(label_map: torch.Tensor, dilation_ratio: float = 0.02) -> torch.Tensor:
-    """Boundary band of an (H, W) label map: the map minus its grey-level erosion.
+def ignored_as_last_class(gt: np.ndarray, num_classes: int, ignore_label: int) -> np.ndarray:
+    """(H, W) labels -> uint8 labels in [0, C]: ignored and out-of-range labels become C."""
+    import cv2
 
-    The erosion is a min filter over a square of radius ``round(ratio * diagonal)`` with zeros
-    outside the image, the definition used by Detectron2's boundary IoU.
+    if gt.dtype == np.uint8:
+        table = np.minimum(np.arange(256), num_classes).astype(np.uint8)
+        if 0 <= ignore_label <= 255:
+            table[ignore_label] = num_classes
+        return cv2.LUT(gt, table)
+    labelled = (gt >= 0) & (gt < num_classes) & (gt != ignore_label)
+    return np.where(labelled, gt, num_classes).astype(np.uint8)
+
+
+def mask_boundary(label_map: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
+    """Boundary band of an (H, W) uint8 label map: the map minus its grey-level erosion (uint8).
+
+    Detectron2's definition: pad the map with one ring of zeros, erode it r = max(1,
+    round(ratio * diagonal)) times with a 3x3 square (``cv2.erode``, whose border never wins an
+    erosion), crop the ring. r erosions by a 3x3 square are one erosion by a (2r+1)x(2r+1)
+    square, and every such window that reaches outside the image covers the zero ring, so this
+    is one erosion by that square with zeros outside the image, which OpenCV computes as
+    separable row and column minima.
     """
+    import cv2  # imported here so that the metrics import without OpenCV
+
+    if label_map.dtype != np.uint8 or label_map.ndim != 2:
+        raise ValueError(
+            f"mask_boundary expects an (H, W) uint8 label map, got {label_map.dtype} of shape "
+            f"{label_map.shape}."
+        )
     height, width = label_map.shape
-    radius = max(1, int(round(dilation_ratio * (height**2 + width**2) ** 0.5)))
-    values = label_map.float()[None, None]
-    padded = F.pad(values, (radius,) * 4, value=0.0)
-    eroded = -F.max_pool2d(-padded, kernel_size=2 * radius + 1, stride=1)
-    return (values - eroded)[0, 0].long()
+    radius = max(1, int(round(dilation_ratio * math.sqrt(height**2 + width**2))))
+    square = np.ones((2 * radius + 1, 2 * radius + 1), dtype=np.uint8)
+    eroded = cv2.erode(label_map, square, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return label_map - eroded  # the erosion never exceeds the map: no wrap-around
 
 
-def segmentation_metrics(conf: torch.Tensor, class_names: Sequence[str], convention: str):
+def boundary_confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C+1, C+1) int64 confusion matrix of the boundary bands of two (H, W) uint8 maps.
+
+    ``pred`` holds classes in [0, C); ``gt`` holds classes in [0, C] with C for ignored pixels
+    (see ``ignored_as_last_class``). This is Detectron2's boundary matrix,
+    ``bincount((C+1) * b_pred + b_gt)``, computed without its uint8 overflow (which, from 16
+    classes up, wraps pairs past 255 onto other cells).
+    """
+    conf = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    conf[:num_classes] = pair_histogram(
+        mask_boundary(pred), mask_boundary(gt), num_classes, num_classes + 1
+    )
+    return conf
+
+
+def segmentation_metrics(conf: np.ndarray, class_names: Sequence[str], convention: str):
     """mIoU, fwIoU, per-class IoU, mACC, pACC and per-class ACC (×100) from a (C+1)² matrix.
 
     ``convention="detectron2"`` leaves classes without ground-truth pixels out of the means;
@@ -110,7 +172,7 @@ def segmentation_metrics(conf: torch.Tensor, class_names: Sequence[str], convent
     if convention not in CONVENTIONS:
         raise ValueError(f"Unknown metric convention '{convention}'; use one of {CONVENTIONS}.")
     # float64 numpy with Detectron2's order of operations, so its numbers are matched bit for bit.
-    conf = conf.cpu().numpy()[:-1, :-1].astype(np.float64)
+    conf = np.asarray(conf)[:-1, :-1].astype(np.float64)
     tp = conf.diagonal()
     gt_pixels = conf.sum(axis=0)
     pred_pixels = conf.sum(axis=1)
