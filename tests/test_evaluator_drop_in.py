@@ -273,6 +273,18 @@ class DropInTest(unittest.TestCase):
             SemSegEvaluator(self.name, output_dir=self.root)
         SemSegEvaluator(self.name, output_dir=self.root, write_predictions=False)  # nothing written
 
+    def test_split_without_label_maps_is_refused_by_name(self):
+        from cdam_d2.evaluation import SemSegEvaluator
+
+        name = "cdam_test_eval_images_only"
+        images_only = [{k: v for k, v in r.items() if k != "sem_seg_file_name"} for r in self.records]
+        _register(name, images_only, self.num_classes)
+        try:
+            with self.assertRaisesRegex(ValueError, f"'{name}' has 12 images without label maps.*export_voc_test"):
+                SemSegEvaluator(name)
+        finally:
+            _unregister(name)
+
     def test_255_classes_leave_boundary_iou_out_as_detectron2(self):
         from detectron2.evaluation import SemSegEvaluator as D2SemSegEvaluator
 

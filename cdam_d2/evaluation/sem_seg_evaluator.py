@@ -88,10 +88,15 @@ class SemSegEvaluator(DatasetEvaluator):
         self._convention = convention
         self._strict = strict
         self.sem_seg_loading_fn = sem_seg_loading_fn
-        self.input_file_to_gt_file = {
-            record["file_name"]: record["sem_seg_file_name"]
-            for record in DatasetCatalog.get(dataset_name)
-        }
+        records = DatasetCatalog.get(dataset_name)
+        unlabelled = [record["file_name"] for record in records if "sem_seg_file_name" not in record]
+        if unlabelled:
+            raise ValueError(
+                f"Dataset '{dataset_name}' has {len(unlabelled)} images without label maps "
+                f"(e.g. {unlabelled[0]}), so it cannot be evaluated here; for a test-server split "
+                "write the predictions instead (e.g. tools/export_voc_test.py)."
+            )
+        self.input_file_to_gt_file = {record["file_name"]: record["sem_seg_file_name"] for record in records}
         meta = MetadataCatalog.get(dataset_name)
         self._class_names = list(meta.stuff_classes)
         self._num_classes = len(self._class_names)
