@@ -21,6 +21,7 @@
   21 and 81 classes, alternating rounds (best round reported).
 
 Timings synchronise the GPU around each timed call and report the median (min) over the repeats.
+``--dry-run`` runs a part on the CPU with tiny models: a check of the script, not a measurement.
 """
 import argparse
 import glob
@@ -28,6 +29,7 @@ import itertools
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -44,6 +46,7 @@ VOC_SIZE = (375, 500)
 # NVIDIA H200 SXM datasheet, dense (the datasheet's tensor-core figures are with sparsity: halved here).
 H200_PEAK_TFLOPS = {"fp16": 989.4, "bf16": 989.4, "tf32": 494.7, "fp32": 66.9}
 PRECISIONS = ("fp32", "fp16", "bf16")
+DEVICE = "cuda"  # "cpu" in a dry run
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -56,18 +59,43 @@ def require_cuda():
                  "through `bash benchmarks/gpu_check.sh` (README, section GPU).")
 
 
-def timed(function, repeats, warmup=2):
-    """Median and min wall time (ms) of ``function()`` over ``repeats`` calls, GPU synchronised."""
+def synchronize():
     import torch
 
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak_memory():
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_mib():
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2 ** 20 if DEVICE == "cuda" else 0.0
+
+
+def release_memory():
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+def timed(function, repeats, warmup=2):
+    """Median and min wall time (ms) of ``function()`` over ``repeats`` calls, GPU synchronised."""
     for _ in range(warmup):
         function()
     times = []
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        synchronize()
         start = time.perf_counter()
         function()
-        torch.cuda.synchronize()
+        synchronize()
         times.append(1000 * (time.perf_counter() - start))
     return statistics.median(times), min(times)
 
@@ -79,7 +107,7 @@ def ms(median_min):
 def load_cfg(config_file, *opts):
     from cdam_d2.engine import load_cfg as load
 
-    return load(os.path.join(CONFIGS, config_file), ["MODEL.DEVICE", "cuda", *opts])[0]
+    return load(os.path.join(CONFIGS, config_file), ["MODEL.DEVICE", DEVICE, *opts])[0]
 
 
 def scene(rng, height, width):
@@ -144,43 +172,39 @@ def vit_matmul_gflop(model_name="ViT-B-16", crop=448, cdam_second_pass=True, que
 
 
 def measured_gemm_tflops():
-    """TFLOP/s of an 8192^3 matrix product in each precision (3 warm-ups, mean of 10), random data."""
+    """TFLOP/s of an 8192^3 matrix product in each precision (median of 10 after 3 warm-ups), random data."""
     import torch
 
-    size, results = 8192, {}
+    size, results = (8192 if DEVICE == "cuda" else 256), {}
     tf32 = torch.backends.cuda.matmul.allow_tf32
     try:
         for name, dtype, allow_tf32 in (("fp16", torch.float16, False), ("bf16", torch.bfloat16, False),
                                         ("tf32", torch.float32, True), ("fp32", torch.float32, False)):
             torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-            a = torch.randn(size, size, device="cuda", dtype=dtype)
-            b = torch.randn(size, size, device="cuda", dtype=dtype)
-            for _ in range(3):
-                a @ b
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(10):
-                a @ b
-            end.record()
-            torch.cuda.synchronize()
-            results[name] = 2 * size ** 3 * 10 / (start.elapsed_time(end) / 1000) / 1e12
+            a = torch.randn(size, size, device=DEVICE, dtype=dtype)
+            b = torch.randn(size, size, device=DEVICE, dtype=dtype)
+            median, _ = timed(lambda: a @ b, 10, warmup=3)
+            results[name] = 2 * size ** 3 / (median / 1000) / 1e12
             del a, b
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.cuda.empty_cache()
+    release_memory()
     return results
 
 
 def datasheet_peaks():
     import torch
 
-    name = torch.cuda.get_device_name()
+    name = torch.cuda.get_device_name() if DEVICE == "cuda" else "the CPU"
     return (H200_PEAK_TFLOPS, "H200 SXM datasheet, dense") if "H200" in name else (None, f"no datasheet peak for {name}")
 
 
 def environment():
     import torch
 
+    if DEVICE != "cuda":
+        return {"gpu": "CPU (dry run)", "memory_gib": 0, "sm_count": 0, "torch": torch.__version__,
+                "cuda": torch.version.cuda, "cores": os.cpu_count(), "python": sys.version.split()[0]}
     properties = torch.cuda.get_device_properties(0)
     return {"gpu": torch.cuda.get_device_name(), "memory_gib": round(properties.total_memory / 2 ** 30, 1),
             "sm_count": properties.multi_processor_count, "torch": torch.__version__, "cuda": torch.version.cuda,
@@ -199,7 +223,7 @@ def bench_cdam(args, rows):
     peaks, peak_source = datasheet_peaks()
     for name, value in gemm.items():
         sheet = f"; datasheet {peaks[name]:.0f}" if peaks else ""
-        rows.append({"part": "GPU", "measurement": f"8192³ matmul, {name}", "value": f"{value:.0f} TFLOP/s",
+        rows.append({"part": "GPU", "measurement": f"8192³ matmul, {name}", "value": f"{value:.4g} TFLOP/s",
                      "reference": f"measured{sheet}"})
     vit_gflop, cdam_gflop = vit_matmul_gflop()
     crop, stride = 448, 224
@@ -211,18 +235,23 @@ def bench_cdam(args, rows):
 
     with tempfile.TemporaryDirectory() as root:
         dataset = write_voc_like(root, args.images)
+        dry_run = []
+        if DEVICE != "cuda":
+            with open(os.path.join(root, "templates.txt"), "w") as f:
+                f.write("a photo of a {}.\n")
+            dry_run = ["MODEL.CDAM.CLIP_MODEL", "tiny:ViT-B-16", "MODEL.CDAM.TEMPLATES", f.name]
         reference = None
         for precision in PRECISIONS:
             cfg = load_cfg("cdam_voc21.yaml", "MODEL.CDAM.CLIP_WEIGHTS", "random", "MODEL.CDAM.PRECISION", precision,
-                           "MODEL.CDAM.TEXT_CACHE_DIR", "", "DATASETS.TEST", f"('{dataset}',)")
+                           "MODEL.CDAM.TEXT_CACHE_DIR", "", "DATASETS.TEST", f"('{dataset}',)", *dry_run)
             model = build_model(cfg).eval()
             loader = Trainer.build_test_loader(cfg, dataset)
             with torch.no_grad():
                 model.dataset_queries(dataset)  # text embeddings once, as an evaluation does
                 mapped = list(itertools.islice(iter(loader), 4))
-                torch.cuda.reset_peak_memory_stats()
+                reset_peak_memory()
                 alone = timed(lambda: model(mapped[0]), args.repeats)
-                peak = torch.cuda.max_memory_allocated() / 2 ** 20
+                peak = peak_memory_mib()
                 with_loader = loader_ms_per_image(model, loader, None, args.warmup_images)
                 evaluator = SemSegEvaluator(dataset, distributed=False)
                 evaluator.reset()
@@ -238,7 +267,7 @@ def bench_cdam(args, rows):
             floors = []
             if peaks:
                 floors.append(f"{windows * cdam_gflop / peaks[floor_key]:.3f} ms at {peaks[floor_key]:.0f} "
-                              f"TFLOP/s ({floor_key}, datasheet)")
+                              f"TFLOP/s ({floor_key}, {peak_source})")
                 if precision == "fp32":
                     floors.append(f"{windows * cdam_gflop / peaks['fp32']:.2f} ms at {peaks['fp32']:.0f} (plain "
                                   "fp32: torch keeps fp32 matmuls off TF32 by default)")
@@ -252,7 +281,7 @@ def bench_cdam(args, rows):
                  "value": f"{with_evaluator:.2f} ms", "reference": ""},
             ]
             del model, loader
-            torch.cuda.empty_cache()
+            release_memory()
 
 
 def loader_ms_per_image(model, loader, evaluator, warmup_images):
@@ -262,14 +291,14 @@ def loader_ms_per_image(model, loader, evaluator, warmup_images):
     count, start = 0, None
     for index, batch in enumerate(loader):
         if index == warmup_images:
-            torch.cuda.synchronize()
+            synchronize()
             start = time.perf_counter()
         outputs = model(batch)
         if evaluator is not None:
             evaluator.process(batch, outputs)
         if start is not None:
             count += len(batch)
-    torch.cuda.synchronize()
+    synchronize()
     return 1000 * (time.perf_counter() - start) / count
 
 
@@ -282,7 +311,8 @@ def bench_clustercam(args, rows):
     from cdam_d2.engine import Trainer
     from cdam_d2.modeling.clustercam import CRFParams, DenseCRFPostProcessor
 
-    cfg = load_cfg("clustercam_voc.yaml", "MODEL.CLUSTERCAM.PRETRAINED", "", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False")
+    config = "clustercam_voc.yaml" if DEVICE == "cuda" else "quick_schedules/clustercam_voc_toy.yaml"
+    cfg = load_cfg(config, "MODEL.CLUSTERCAM.PRETRAINED", "", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False")
     batch_size, size = cfg.SOLVER.IMS_PER_BATCH, cfg.MODEL.CLUSTERCAM.INPUT.SIZE
     generator = torch.Generator().manual_seed(0)
     batch = [{"image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=generator),
@@ -299,14 +329,14 @@ def bench_clustercam(args, rows):
                 storage.iter = trainer.iter = storage.iter + 1
                 trainer.run_step()
 
-            torch.cuda.reset_peak_memory_stats()
+            reset_peak_memory()
             result = timed(step, args.repeats, warmup=2)
-        peak = torch.cuda.max_memory_allocated() / 2 ** 20
+        peak = peak_memory_mib()
         rows.append({"part": "ClusterCAM", "measurement": f"train iteration, {phase}, {precision}, batch "
                      f"{batch_size} @ {size}² (peak {peak:.0f} MiB)", "value": ms(result),
                      "reference": f"{1000 * batch_size / result[0]:.0f} images/s"})
         del model, trainer
-        torch.cuda.empty_cache()
+        release_memory()
 
     model = Trainer.build_model(cfg).eval()
     record = {"image": torch.randint(0, 256, (3, *VOC_SIZE), dtype=torch.uint8, generator=generator),
@@ -317,7 +347,7 @@ def bench_clustercam(args, rows):
     rows.append({"part": "ClusterCAM", "measurement": f"inference 375×500, {len(scales)} scales, no CRF",
                  "value": ms(result), "reference": "fp32"})
     del model
-    torch.cuda.empty_cache()
+    release_memory()
     crf = cfg.MODEL.CLUSTERCAM.TEST.CRF
     params = CRFParams(crf.NUM_ITERS, crf.GAUSSIAN_SXY, crf.GAUSSIAN_COMPAT, crf.BILATERAL_SXY, crf.BILATERAL_SRGB,
                        crf.BILATERAL_COMPAT)
@@ -349,18 +379,18 @@ def bench_evaluator(args, rows):
             records = random_label_dataset(root, name, num_classes, args.images)
             generator = torch.Generator().manual_seed(0)
             scores = [torch.rand(num_classes, *VOC_SIZE, generator=generator) for _ in records]
-            on_cuda = [s.cuda() for s in scores]
+            on_cuda = [s.to(DEVICE) for s in scores]
             best = {"cuda": math.inf, "cpu": math.inf}
             results = {}
             for _ in range(args.rounds):
                 for device, predictions in (("cuda", on_cuda), ("cpu", scores)):
                     evaluator = SemSegEvaluator(name, distributed=False)
                     evaluator.reset()
-                    torch.cuda.synchronize()
+                    synchronize()
                     start = time.perf_counter()
                     for record, prediction in zip(records, predictions):
                         evaluator.process([record], [{"sem_seg": prediction}])
-                    torch.cuda.synchronize()
+                    synchronize()
                     best[device] = min(best[device], 1000 * (time.perf_counter() - start) / len(records))
                     results[device] = evaluator.evaluate()["sem_seg"]["mIoU"]
             if results["cuda"] != results["cpu"]:
@@ -445,6 +475,7 @@ def main():
         part.add_argument("--images", type=int, default=48, help="images of the synthetic VOC-sized dataset")
         part.add_argument("--warmup-images", type=int, default=8)
         part.add_argument("--rounds", type=int, default=3)
+        part.add_argument("--dry-run", action="store_true", help="on the CPU, tiny models: checks the script only")
     table = commands.add_parser("table")
     table.add_argument("json", nargs="*", help="JSON files (globs) written by the parts")
     table.add_argument("--expect", nargs="*", default=[], help="JSON files that should exist (missing: reported)")
@@ -453,14 +484,20 @@ def main():
     args = parser.parse_args()
     if args.command == "table":
         return print_table(args)
-    require_cuda()
+    global DEVICE
+    if args.dry_run:
+        DEVICE = "cpu"
+    else:
+        require_cuda()
     import torch
 
     torch.manual_seed(0)
+    # `timeout` stops a part with SIGTERM: exit through the `finally` below, keeping the rows so far.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM (time limit)"))
     rows, error = [], None
     try:
         PARTS[args.command](args, rows)
-    except Exception as exc:  # the table still reports what was measured and why the rest is missing
+    except BaseException as exc:  # the table still reports what was measured and why the rest is missing
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:

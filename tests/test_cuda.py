@@ -522,7 +522,9 @@ class TestTrainNetOnCUDA(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.folder = tempfile.TemporaryDirectory()
-        cls.env = dict(os.environ, DETECTRON2_DATASETS=toy_root(cls.folder.name), PYTHONPATH=REPO)
+        # Keep the caller's PYTHONPATH (gpu_check.sh puts the carried packages on it).
+        python_path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
+        cls.env = dict(os.environ, DETECTRON2_DATASETS=toy_root(cls.folder.name), PYTHONPATH=python_path)
 
     @classmethod
     def tearDownClass(cls):
