@@ -109,7 +109,7 @@ setup_environment() {
         echo "WARNING: no $ENV_DIR (run 'bash benchmarks/gpu_check.sh prepare' and carry .gpu_env)"
     fi
     export PYTHONPATH="$REPO:$site:$ENV_DIR/detectron2${PYTHONPATH:+:$PYTHONPATH}"
-    export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+    export PYTHONUNBUFFERED=1
     if ! python3 -c "import pydensecrf.densecrf" 2>/dev/null && ls "$ENV_DIR"/src/pydensecrf2-* >/dev/null 2>&1; then
         echo "building pydensecrf2 from source (the carried wheel does not load here)"
         timeout 240 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" \
