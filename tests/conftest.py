@@ -1,20 +1,34 @@
 import os
 
-from tests.d2_guard import HAVE_DETECTRON2, SKIP_REASON
+from tests import cuda_guard, d2_guard
 
 # Two cores: keep intra-op threads from oversubscribing when tests spawn processes.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def _skipped_for(terminalreporter, reason):
+    return [r for r in terminalreporter.stats.get("skipped", []) if reason in str(r.longrepr)]
+
+
 def pytest_terminal_summary(terminalreporter):
-    if HAVE_DETECTRON2:
-        return
-    skipped = [
-        r for r in terminalreporter.stats.get("skipped", []) if SKIP_REASON in str(r.longrepr)
-    ]
-    terminalreporter.write_line(
-        f"!!! detectron2 is NOT installed: {len(skipped)} Detectron2 integration tests were SKIPPED. "
-        "Install detectron2 from its official source (see README) to run them. !!!",
-        red=True,
-        bold=True,
-    )
+    if not d2_guard.HAVE_DETECTRON2:
+        skipped = _skipped_for(terminalreporter, d2_guard.SKIP_REASON)
+        terminalreporter.write_line(
+            f"!!! detectron2 is NOT installed: {len(skipped)} Detectron2 integration tests were SKIPPED. "
+            "Install detectron2 from its official source (see README) to run them. !!!",
+            red=True,
+            bold=True,
+        )
+    cuda_skipped = _skipped_for(terminalreporter, cuda_guard.SKIP_REASON)
+    if cuda_skipped:
+        terminalreporter.write_line(
+            f"!!! {len(cuda_skipped)} CUDA tests were SKIPPED (no GPU). Run them on a GPU machine: "
+            "bash benchmarks/gpu_check.sh (README, section GPU). !!!",
+            yellow=True,
+            bold=True,
+        )
+    if cuda_guard.DRY_RUN:
+        terminalreporter.write_line(
+            "CDAM_D2_CUDA_DRY_RUN=1: the CUDA tests ran on the CPU (plumbing only, CUDA untested).",
+            yellow=True,
+        )
