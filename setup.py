@@ -30,7 +30,8 @@ setup(
     extras_require={
         # tools/web_demo.py (gradio 6 API)
         "demo": ["gradio>=6.0"],
-        # the browser test drives the web demo in Chromium (Debian: chromium chromium-driver) with selenium
-        "test": ["pytest", "gradio>=6.0", "selenium>=4.11"],
+        # the browser test drives the web demo in Chromium (Debian: chromium chromium-driver) with selenium;
+        # cityscapesscripts is the reference that tools/prepare_cityscapes.py is checked against
+        "test": ["pytest", "gradio>=6.0", "selenium>=4.11", "cityscapesscripts"],
     },
 )
