@@ -72,7 +72,7 @@ class _Worker:
         else:
             how = f"exited with code {code}"
         hint = " (the kernel's out-of-memory killer sends SIGKILL)" if code == -signal.SIGKILL else ""
-        return (f"dense-CRF worker process {self.pid} {how}{hint} while running the CRF of {task}. The "
+        return (f"dense-CRF worker process {self.pid} {how}{hint} before finishing the CRF of {task}. The "
                 "evaluation stops: its results would be incomplete. Lower MODEL.CLUSTERCAM.TEST.IMS_PER_BATCH "
                 "or TEST.CRF.NUM_WORKERS if memory is short.")
 

@@ -76,17 +76,17 @@ class ScheduledEvalHook(d2_hooks.EvalHook):
     """Detectron2's ``EvalHook`` on an ``EvaluationSchedule``, plus a final evaluation under another
     protocol whose results go to the storage under ``final/`` and become the run's results."""
 
-    def __init__(self, schedule, evaluate_in_training, evaluate_final, flush_writers=None):
+    def __init__(self, schedule, evaluate_in_training, evaluate_final, request_write=None):
         super().__init__(0, evaluate_in_training)
         self._schedule = schedule
         self._evaluate_final = evaluate_final
-        self._flush_writers = flush_writers
+        self._request_write = request_write
 
     def after_step(self):
         if self._schedule.due(self.trainer.iter + 1):
             self._do_eval()
-            if self._flush_writers is not None:
-                self._flush_writers()  # every evaluation gets its own record in metrics.json
+            if self._request_write is not None:
+                self._request_write()  # every evaluation gets its own record in metrics.json
 
     def after_train(self):
         if self.trainer.iter + 1 >= self.trainer.max_iter:  # Detectron2's test for a finished run
@@ -205,11 +205,23 @@ class FinalModelHook(d2_hooks.HookBase):
 
 
 class WriterAfterEvaluations(d2_hooks.PeriodicWriter):
-    """Detectron2's ``PeriodicWriter`` that can also be flushed right after an evaluation."""
+    """Detectron2's ``PeriodicWriter`` that also writes in a step after which an evaluation ran, so
+    each evaluation gets its own record (once per step: Detectron2's printer divides by the steps
+    between two writes)."""
 
-    def flush(self):
-        for writer in self._writers:
-            writer.write()
+    def __init__(self, writers, period):
+        super().__init__(writers, period)
+        self._write_requested = False
+
+    def request_write(self):
+        self._write_requested = True
+
+    def after_step(self):
+        due = (self.trainer.iter + 1) % self._period == 0 or self.trainer.iter == self.trainer.max_iter - 1
+        if due or self._write_requested:
+            for writer in self._writers:
+                writer.write()
+        self._write_requested = False
 
 
 def clustercam_hooks(cfg, trainer, hooks):
@@ -235,7 +247,7 @@ def clustercam_hooks(cfg, trainer, hooks):
             hook = writer
         result.append(hook)
     eval_hook = ScheduledEvalHook(schedule, evaluate_in_training, evaluate_final,
-                                  flush_writers=writer.flush if writer else None)
+                                  request_write=writer.request_write if writer else None)
     extra = []
     if comm.is_main_process():
         extra.append(BestMIoUCheckpointer(schedule, ModelOnlyCheckpointer(trainer.model, cfg.OUTPUT_DIR),
