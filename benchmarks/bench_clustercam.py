@@ -145,8 +145,8 @@ def _package_crf_job(args):
 
 def crf_worker_memory():
     """RSS of a pool worker (idle after one CRF; peak during a 375x500x21 CRF), of a worker started
-    the previous way (multiprocessing spawn importing the package), and a CRF's own peak in a bare
-    interpreter (numpy + pydensecrf only), all in MiB."""
+    the previous way (multiprocessing spawn importing the package), and the same CRF in a bare
+    interpreter (numpy + pydensecrf only: its inputs, then its peak), all in MiB."""
     import subprocess
 
     from cdam_d2.modeling.clustercam import CRFParams, CRFWorkerPool
@@ -163,14 +163,13 @@ def crf_worker_memory():
         old_pool.map(_package_crf_job, [(image[:32, :32], probs[:, :32, :32], CRFParams(num_iters=1))])
         (old_pid,) = [p.pid for p in multiprocessing.active_children()]
         old_idle = memory_kib(old_pid, "VmRSS")
-    script = ("import numpy as np, resource; from cdam_d2.modeling.clustercam.crf_worker import dense_crf; "
+    # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's size (fork), even after exec.
+    script = ("import numpy as np; from crf_worker import dense_crf; "
+              "hwm = lambda: next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')); "
               "r = np.random.default_rng(0); i = r.integers(0, 256, (375, 500, 3), dtype=np.uint8); "
-              "p = r.random((21, 375, 500), dtype=np.float32); "
-              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; dense_crf(i, p); "
-              "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    worker_dir = os.path.join(REPO, "cdam_d2", "modeling", "clustercam")
-    out = subprocess.run([sys.executable, "-c", script.replace("cdam_d2.modeling.clustercam.crf_worker", "crf_worker")],
-                         cwd=worker_dir, capture_output=True, text=True, check=True).stdout.split()
+              "p = r.random((21, 375, 500), dtype=np.float32); before = hwm(); dense_crf(i, p); print(before, hwm())")
+    out = subprocess.run([sys.executable, "-c", script], cwd=os.path.join(REPO, "cdam_d2", "modeling", "clustercam"),
+                         capture_output=True, text=True, check=True).stdout.split()
     bare_before, bare_peak = (int(v) for v in out)
     return {"idle": idle / 1024, "peak": peak / 1024, "previous design idle": old_idle / 1024,
             "bare interpreter before CRF": bare_before / 1024, "bare interpreter peak": bare_peak / 1024}
@@ -327,7 +326,12 @@ def main():
     parser.add_argument("--crf-workers", type=int, default=os.cpu_count())
     parser.add_argument("--release-dir", default="", help="local checkout of the released code")
     parser.add_argument("--only", choices=["all", "train", "release", "crf"], default="all")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); on a "
+                        "busy shared machine 1 thread avoids the slowdown of oversubscribed thread pools")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the fresh processes
 
     print(f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} cores, threads {torch.get_num_threads()}")
     print("| measurement | value |")
@@ -343,11 +347,12 @@ def main():
     if args.only in ("all", "release") and args.release_dir:
         for seg_phase, times in compare_with_release(args).items():
             phase = "seg phase" if seg_phase else "cls phase"
-            ratios = [a / b for a, b in zip(times["ours"], times["released"])]
+            ours, released = times["ours"], times["released"]
+            ratios = [a / b for a, b in zip(ours, released)]
             print(f"| train iteration vs release, {phase}, batch {args.batch} @ {args.size}², {args.rounds} rounds | "
-                  f"ours {min(times['ours']):.2f} s ({min(times['ours']):.2f}-{max(times['ours']):.2f}), released "
-                  f"{min(times['released']):.2f} s ({min(times['released']):.2f}-{max(times['released']):.2f}); "
-                  f"ratio best round {min(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f} |")
+                  f"ours {min(ours):.2f} s (rounds {min(ours):.2f}-{max(ours):.2f}), released {min(released):.2f} s "
+                  f"({min(released):.2f}-{max(released):.2f}); ratio of best rounds {min(ours) / min(released):.2f}, "
+                  f"per round {min(ratios):.2f}-{max(ratios):.2f} |")
     if args.only in ("all", "crf"):
         for workers in sorted({1, args.crf_workers}):
             rate = crf_throughput(args.crf_images, workers)
@@ -355,8 +360,8 @@ def main():
         memory = crf_worker_memory()
         print(f"| CRF worker RSS (numpy + pydensecrf only) | idle {memory['idle']:.0f} MiB, peak during a "
               f"375×500×21 CRF {memory['peak']:.0f} MiB |")
-        print(f"| the same CRF in a bare interpreter | {memory['bare interpreter before CRF']:.0f} MiB before, "
-              f"peak {memory['bare interpreter peak']:.0f} MiB |")
+        print(f"| the same CRF in a bare interpreter (numpy + pydensecrf) | {memory['bare interpreter before CRF']:.0f} "
+              f"MiB with its inputs, peak {memory['bare interpreter peak']:.0f} MiB |")
         print(f"| previous design: spawn worker importing the package | idle {memory['previous design idle']:.0f} MiB |")
         print(f"| SIGKILL of a busy CRF worker -> CRFWorkerError in the caller | {time_to_error_after_kill():.3f} s |")
 

@@ -78,7 +78,8 @@ class TestClusterCAMTrainNet(unittest.TestCase):
 
         # The toy schedule: SEG_START_ITER 2, 2 iterations per epoch. In-training evaluations (one
         # scale, no CRF) after iterations 4 and 6 (metrics.json counts from 0: 3, 5), none before the
-        # segmentation phase; each run ends with a full-protocol evaluation (5 scales... here 2, + CRF).
+        # segmentation phase; each run ends with an evaluation under the full test protocol (the
+        # toy's TEST.SCALES and the CRF), logged under final/.
         in_training = {r["iteration"]: r["sem_seg/mIoU"] for r in metrics(out) if "sem_seg/mIoU" in r}
         final = {r["iteration"]: r["final/sem_seg/mIoU"] for r in metrics(out) if "final/sem_seg/mIoU" in r}
         self.assertEqual(sorted(in_training), [3, 5])

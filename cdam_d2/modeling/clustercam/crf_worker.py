@@ -85,6 +85,9 @@ def serve(connection):
 
 
 if __name__ == "__main__":
+    import signal
     from multiprocessing.connection import Connection
 
+    # Ctrl-C reaches the whole process group; the main process ends the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(Connection(int(sys.argv[1])))
