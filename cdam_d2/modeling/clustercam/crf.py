@@ -74,7 +74,7 @@ class _Worker:
         hint = " (the kernel's out-of-memory killer sends SIGKILL)" if code == -signal.SIGKILL else ""
         return (f"dense-CRF worker process {self.pid} {how}{hint} before finishing the CRF of {task}. The "
                 "evaluation stops: its results would be incomplete. Lower MODEL.CLUSTERCAM.TEST.IMS_PER_BATCH "
-                "or TEST.CRF.NUM_WORKERS if memory is short.")
+                "or MODEL.CLUSTERCAM.TEST.CRF.NUM_WORKERS if memory is short.")
 
     def stop(self, kill=False, timeout=5.0):
         """End the worker: an idle one returns when its connection closes; ``kill`` ends a busy one."""
