@@ -1,5 +1,6 @@
-"""ClusterCAM end to end on the toy VOC layout: train, --resume, --eval-only with CRF, 2 CPU
-processes, and the pseudo-label export tool."""
+"""ClusterCAM end to end on the toy VOC layout: train with the in-training evaluation schedule,
+--resume (also of a run killed while writing model_final.pth), --eval-only of the best and the last
+checkpoint, 2 CPU processes, and the pseudo-label export tool."""
 import json
 import os
 import re
@@ -22,11 +23,27 @@ def run_tool(script, args, env):
     return proc.stdout + proc.stderr
 
 
+def metrics(output_dir):
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def iterations_logged(output_dir):
     """Training records of metrics.json (evaluation records left out)."""
-    with open(os.path.join(output_dir, "metrics.json")) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return [r for r in records if "total_loss" in r]
+    return [r for r in metrics(output_dir) if "total_loss" in r]
+
+
+def copypaste_miou(log):
+    match = re.search(r"copypaste: ([0-9.]+),", log.split("copypaste: mIoU")[-1])
+    if match is None:
+        raise AssertionError(f"no mIoU in the log:\n{log[-2000:]}")
+    return float(match.group(1))
+
+
+def model_weights(path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 @requires_detectron2
@@ -56,13 +73,45 @@ class TestClusterCAMTrainNet(unittest.TestCase):
 
         log = run_tool("train_net.py", [*config, "--resume", *common, "SOLVER.MAX_ITER", "6"], self.env)
         self.assertIn("Starting training from iteration 4", log)
+        self.assertRegex(log, r"Resumed best checkpoint: sem_seg/mIoU [0-9.]+ at iteration 3")
         self.assertEqual(max(r["iteration"] for r in iterations_logged(out)), 5)
+
+        # The toy schedule: SEG_START_ITER 2, 2 iterations per epoch. In-training evaluations (one
+        # scale, no CRF) after iterations 4 and 6 (metrics.json counts from 0: 3, 5), none before the
+        # segmentation phase; each run ends with an evaluation under the full test protocol (the
+        # toy's TEST.SCALES and the CRF), logged under final/.
+        in_training = {r["iteration"]: r["sem_seg/mIoU"] for r in metrics(out) if "sem_seg/mIoU" in r}
+        final = {r["iteration"]: r["final/sem_seg/mIoU"] for r in metrics(out) if "final/sem_seg/mIoU" in r}
+        self.assertEqual(sorted(in_training), [3, 5])
+        self.assertEqual(sorted(final), [4, 6])
+
+        with open(os.path.join(out, "model_best.json")) as f:
+            best = json.load(f)
+        self.assertEqual(best["value"], max(in_training.values()))
+        self.assertEqual(in_training[best["iteration"]], best["value"])
+        single_scale = ["MODEL.CLUSTERCAM.TEST.SCALES", "[1.0]", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"]
+        log = run_tool("train_net.py", [*config, "--eval-only", *common, "MODEL.WEIGHTS", os.path.join(out, "model_best.pth"),
+                                        *single_scale], self.env)
+        self.assertAlmostEqual(copypaste_miou(log), best["value"], places=4)
 
         log = run_tool("train_net.py", [*config, "--eval-only", *common, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
                                         "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "True"], self.env)
-        match = re.search(r"copypaste: ([0-9.]+),", log.split("copypaste: mIoU")[-1])
-        self.assertIsNotNone(match, log[-2000:])
-        self.assertGreaterEqual(float(match.group(1)), 0.0)
+        self.assertAlmostEqual(copypaste_miou(log), final[6], places=4)
+
+        # Killed while writing model_final.pth: last_checkpoint still names the last iteration's
+        # checkpoint, so --resume trains nothing; it must still leave a loadable final model.
+        final_path = os.path.join(out, "model_final.pth")
+        with open(final_path, "r+b") as f:
+            f.truncate(os.path.getsize(final_path) // 3)
+        with open(os.path.join(out, "last_checkpoint"), "w") as f:
+            f.write("model_0000005.pth")
+        log = run_tool("train_net.py", [*config, "--resume", *common, "SOLVER.MAX_ITER", "6"], self.env)
+        self.assertIn("Starting training from iteration 6", log)
+        self.assertIn("model_final.pth cannot be loaded", log)
+        final_weights, last_weights = model_weights(final_path), model_weights(os.path.join(out, "model_0000005.pth"))
+        self.assertEqual(sorted(final_weights), sorted(last_weights))
+        for key, value in last_weights.items():
+            self.assertTrue(value.equal(final_weights[key]), key)
 
         labels_dir = os.path.join(self.tmp.name, "pseudo")
         export = ["--config-file", TOY_CONFIG, "--dataset", "cdam_voc21_sem_seg_train_aug", "--output", labels_dir,

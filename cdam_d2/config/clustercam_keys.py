@@ -34,6 +34,9 @@ def add_clustercam_keys(cfg):
     cc.INPUT.CROP_SCALE = (0.08, 1.0)
     cc.INPUT.HFLIP_PROB = 0.5
     cc.INPUT.AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"
+    # Posterize at magnitude 10 keeps 0 bits, which Pillow >= 11 rejects. "black": the all-black image
+    # the release got from Pillow 10.2 (its pinned version); "one_bit": keep 1 bit instead.
+    cc.INPUT.POSTERIZE_ZERO_BITS = "black"
     cc.INPUT.INTERPOLATION = "bicubic"
     cc.INPUT.RANDOM_ERASING_PROB = 0.25
 
@@ -74,5 +77,14 @@ def add_clustercam_keys(cfg):
     cc.TEST.CRF.BILATERAL_SXY = 83.0
     cc.TEST.CRF.BILATERAL_SRGB = 5.0
     cc.TEST.CRF.BILATERAL_COMPAT = 3.0
-    cc.TEST.CRF.NUM_WORKERS = 0  # 0 = all cores (shared among ranks); 1 = in-process
+    # Worker processes of an evaluation; 0 = min(cores of this rank, TEST.IMS_PER_BATCH); 1 = in-process.
+    cc.TEST.CRF.NUM_WORKERS = 0
+    # In-training evaluation (the final evaluation after training uses SCALES and CRF above).
+    cc.TEST.IN_TRAINING = node()
+    cc.TEST.IN_TRAINING.START_ITER = -1  # evaluate only after this iteration; -1 = LOSS.SEG_START_ITER
+    # Every this many epochs of SOLVER.ITERS_PER_EPOCH (0: never); a positive TEST.EVAL_PERIOD
+    # (Detectron2's key, in iterations) replaces it.
+    cc.TEST.IN_TRAINING.PERIOD_EPOCHS = 1
+    cc.TEST.IN_TRAINING.SCALES = (1.0,)  # the release's in-training protocol: one scale, no CRF
+    cc.TEST.IN_TRAINING.CRF = False
     return cfg

@@ -37,7 +37,7 @@ class ClusterCAMDatasetMapper:
         transform = None
         if is_train:
             transform = build_train_transform(inp.SIZE, inp.CROP_SCALE, inp.HFLIP_PROB, inp.AUTO_AUGMENT,
-                                              inp.INTERPOLATION)
+                                              inp.INTERPOLATION, inp.POSTERIZE_ZERO_BITS)
         return {"is_train": is_train, "image_format": cfg.INPUT.FORMAT, "train_transform": transform}
 
     def __call__(self, dataset_dict):

@@ -1,4 +1,5 @@
 """Detectron2 adapter for ClusterCAM (training with on-the-fly pseudo-labels, multi-scale inference)."""
+import contextlib
 import logging
 
 import numpy as np
@@ -15,7 +16,9 @@ from ..clustercam import (
     PAR,
     ClusterCAMNet,
     CRFParams,
+    CRFWorkerPool,
     DenseCRFPostProcessor,
+    available_cores,
     balanced_segmentation_loss,
     classification_loss,
     denormalize_to_unit,
@@ -30,6 +33,23 @@ from ...data.transforms.clustercam_augmentation import random_erasing
 __all__ = ["ClusterCAM"]
 
 logger = logging.getLogger(__name__)
+
+
+def crf_params_from_cfg(crf_cfg):
+    """``CRFParams`` from ``MODEL.CLUSTERCAM.TEST.CRF``, or None when the CRF is off."""
+    if not crf_cfg.ENABLED:
+        return None
+    return CRFParams(crf_cfg.NUM_ITERS, crf_cfg.GAUSSIAN_SXY, crf_cfg.GAUSSIAN_COMPAT, crf_cfg.BILATERAL_SXY,
+                     crf_cfg.BILATERAL_SRGB, crf_cfg.BILATERAL_COMPAT)
+
+
+def crf_workers_from_cfg(cfg):
+    """CRF worker processes of an evaluation: TEST.CRF.NUM_WORKERS, or when it is 0
+    min(cores of this process, images per test batch) (a batch's CRFs are what runs in parallel)."""
+    test = cfg.MODEL.CLUSTERCAM.TEST
+    if test.CRF.NUM_WORKERS > 0:
+        return test.CRF.NUM_WORKERS
+    return max(1, min(available_cores(), test.IMS_PER_BATCH))
 
 
 @META_ARCH_REGISTRY.register()
@@ -55,7 +75,8 @@ class ClusterCAM(nn.Module):
             cam_scales, bg_thr, ignore_delta, pseudo_label_train_mode: pseudo-label settings (§2.3-2.4).
             seg_loss_weight, seg_start_iter: the segmentation term and the iteration it starts at.
             random_erasing_prob: per-image RandomErasing probability in normalised space.
-            test_scales: inference scales; crf: a ``DenseCRFPostProcessor`` or None.
+            test_scales: inference scales; crf: a ``DenseCRFPostProcessor`` or None. Outside an
+                evaluation (``evaluation_context`` / ``test_protocol``) the CRF runs in this process.
         """
         super().__init__()
         self.net = net
@@ -93,12 +114,7 @@ class ClusterCAM(nn.Module):
                            "MODEL.WEIGHTS are empty). The method assumes an ImageNet DeiT backbone; CAMs "
                            "and pseudo-labels of a random ViT are noise. Fine for tests only.")
         pl = cc.PSEUDO_LABEL
-        crf_cfg = cc.TEST.CRF
-        crf = None
-        if crf_cfg.ENABLED:
-            params = CRFParams(crf_cfg.NUM_ITERS, crf_cfg.GAUSSIAN_SXY, crf_cfg.GAUSSIAN_COMPAT,
-                               crf_cfg.BILATERAL_SXY, crf_cfg.BILATERAL_SRGB, crf_cfg.BILATERAL_COMPAT)
-            crf = DenseCRFPostProcessor(params, crf_cfg.NUM_WORKERS)
+        crf_params = crf_params_from_cfg(cc.TEST.CRF)
         return {
             "net": net,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
@@ -112,7 +128,7 @@ class ClusterCAM(nn.Module):
             "seg_start_iter": cc.LOSS.SEG_START_ITER,
             "random_erasing_prob": cc.INPUT.RANDOM_ERASING_PROB,
             "test_scales": cc.TEST.SCALES,
-            "crf": crf,
+            "crf": None if crf_params is None else DenseCRFPostProcessor(crf_params),
         }
 
     # Training recipe read by cdam_d2.engine.Trainer.
@@ -146,6 +162,21 @@ class ClusterCAM(nn.Module):
         from ...solver import build_clustercam_lr_scheduler
 
         return build_clustercam_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_hooks(cls, cfg, trainer, hooks):
+        """In-training evaluation from the segmentation phase on (single scale, no CRF by default),
+        the full test protocol after training, ``model_best.pth`` by mIoU, a verified ``model_final.pth``."""
+        from .clustercam_training import clustercam_hooks
+
+        return clustercam_hooks(cfg, trainer, hooks)
+
+    @classmethod
+    def evaluation_context(cls, cfg, model):
+        """Around each ``Trainer.test``: infer with ``cfg``'s test protocol (``MODEL.CLUSTERCAM.TEST.SCALES``,
+        ``TEST.CRF``); a CRF worker pool, if the protocol has a CRF, lives exactly as long as the evaluation."""
+        test = cfg.MODEL.CLUSTERCAM.TEST
+        return model.test_protocol(test.SCALES, crf_params_from_cfg(test.CRF), crf_workers_from_cfg(cfg))
 
     @property
     def device(self):
@@ -197,7 +228,8 @@ class ClusterCAM(nn.Module):
             "loss_pat": classification_loss(pat_logits, labels),
         }
         if seg_phase:
-            losses["loss_seg"] = self.seg_loss_weight * balanced_segmentation_loss(segs, pseudo_labels)
+            losses["loss_seg"] = self.seg_loss_weight * balanced_segmentation_loss(
+                segs, pseudo_labels, across_processes=True)
             self._log_pseudo_labels(storage, pseudo_labels)
         for index, alpha in enumerate(self.net.alphas().tolist()):
             storage.put_scalar(f"clustercam/alpha_{index}", alpha, smoothing_hint=False)
@@ -238,6 +270,23 @@ class ClusterCAM(nn.Module):
                                                self.bg_thr, self.ignore_delta)
 
     # ------------------------------------------------------------------------------------ inference
+    @contextlib.contextmanager
+    def test_protocol(self, scales, crf_params=None, crf_workers=1):
+        """Within the block, inference fuses ``scales`` and applies the dense CRF with ``crf_params``
+        (None: no CRF) in ``crf_workers`` processes (1: in this process). The workers start with the
+        first batch that needs them and end with the block; the previous settings come back after it."""
+        saved = (self.test_scales, self.crf)
+        with contextlib.ExitStack() as stack:
+            pool = None
+            if crf_params is not None and crf_workers > 1:
+                pool = stack.enter_context(CRFWorkerPool(crf_workers))
+            self.test_scales = tuple(scales)
+            self.crf = None if crf_params is None else DenseCRFPostProcessor(crf_params, pool)
+            try:
+                yield self
+            finally:
+                self.test_scales, self.crf = saved
+
     def _check_dataset(self, record):
         """Raise once per dataset if its ``stuff_classes`` do not match the model's K + 1 outputs."""
         name = record.get("meta", {}).get("dataset_name")
@@ -260,7 +309,8 @@ class ClusterCAM(nn.Module):
             probs.append(multiscale_segmentation_probs(self.net, image, self.test_scales))
         if self.crf is not None:
             images = [record["image"].permute(1, 2, 0).cpu().numpy().astype(np.uint8) for record in batched_inputs]
-            marginals = self.crf(images, [p.cpu().numpy() for p in probs])
+            names = [record.get("file_name", f"image {i} of the batch") for i, record in enumerate(batched_inputs)]
+            marginals = self.crf(images, [p.cpu().numpy() for p in probs], names)
             probs = [torch.from_numpy(q).to(self.device) for q in marginals]
         results = []
         for record, prob in zip(batched_inputs, probs):
