@@ -10,6 +10,7 @@ import tempfile
 import unittest
 
 from tests.d2_guard import requires_detectron2
+from tests.process_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_CONFIG = os.path.join(REPO, "configs", "quick_schedules", "clustercam_voc_toy.yaml")
@@ -55,7 +56,7 @@ class TestClusterCAMTrainNet(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.data = os.path.join(cls.tmp.name, "datasets")
         make_toy_datasets(cls.data)
-        cls.env = dict(os.environ, DETECTRON2_DATASETS=cls.data, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+        cls.env = subprocess_env(DETECTRON2_DATASETS=cls.data, OMP_NUM_THREADS="1")
 
     @classmethod
     def tearDownClass(cls):

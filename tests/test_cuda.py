@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 from tests.cuda_guard import DEVICE, DRY_RUN, requires_cuda, requires_real_cuda
 from tests.d2_guard import requires_detectron2
+from tests.process_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
@@ -522,9 +523,8 @@ class TestTrainNetOnCUDA(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.folder = tempfile.TemporaryDirectory()
-        # Keep the caller's PYTHONPATH (gpu_check.sh puts the carried packages on it).
-        python_path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
-        cls.env = dict(os.environ, DETECTRON2_DATASETS=toy_root(cls.folder.name), PYTHONPATH=python_path)
+        # Keeps the caller's PYTHONPATH (gpu_check.sh puts the carried packages on it).
+        cls.env = subprocess_env(DETECTRON2_DATASETS=toy_root(cls.folder.name))
 
     @classmethod
     def tearDownClass(cls):

@@ -16,6 +16,7 @@ from PIL import Image
 
 from cdam_d2.data.toy import make_toy_datasets, toy_label_maps
 from tests.d2_guard import requires_detectron2
+from tests.process_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = ("prepare_voc.py", "prepare_pascal_context.py", "prepare_coco_object.py",
@@ -109,7 +110,7 @@ class StockMapperAuditTest(unittest.TestCase):
             self.assertNotRegex(output, r"wrote [1-9]", tool)
             self.assertRegex(output, r"already done [1-9]", tool)
 
-        env = dict(os.environ, DETECTRON2_DATASETS=self.root, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+        env = subprocess_env(DETECTRON2_DATASETS=self.root, OMP_NUM_THREADS="1")
         result = subprocess.run(
             [sys.executable, "-c", AUDIT, os.path.join(self.root, "output")],
             env=env, cwd=REPO, capture_output=True, text=True, timeout=300,

@@ -19,6 +19,7 @@ from cdam_d2.data.label_io import read_label_map
 from cdam_d2.data.prepare.files import save_label_png
 from tests.d2_guard import requires_detectron2
 from tests.toy_datasets import RegisteredToyDatasets
+from tests.process_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_CONFIG = os.path.join(REPO, "configs", "second_stage", "deeplabv3plus_voc_toy.yaml")
@@ -338,8 +339,7 @@ class SecondStageReadmeSequenceTest(unittest.TestCase):
                                  "tools/train_second_stage.py", "tools/train_second_stage.py"])
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "run")
-            env = dict(os.environ, DETECTRON2_DATASETS=os.path.join(tmp, "datasets"), OUT=out,
-                       PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+            env = subprocess_env(DETECTRON2_DATASETS=os.path.join(tmp, "datasets"), OUT=out, OMP_NUM_THREADS="1")
             make_toy_datasets(env["DETECTRON2_DATASETS"])  # what commands[1] runs, without a process start
             logs = []
             for command in commands[2:]:

@@ -17,6 +17,7 @@ from cdam_d2.data.datasets.builtin_meta import pascal_colormap, voc_palette_byte
 from cdam_d2.data.label_export import LabelPNGWriter, export_label_maps, image_size
 from tests.d2_guard import requires_detectron2
 from tests.toy_datasets import RegisteredToyDatasets
+from tests.process_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
@@ -179,7 +180,7 @@ class ExportVOCTestToolTest(RegisteredToyDatasets, unittest.TestCase):
 
     def test_cdam_from_the_command_line_then_resume(self):
         out = os.path.join(self._tmp.name, "cdam")
-        env = dict(os.environ, DETECTRON2_DATASETS=self.root, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+        env = subprocess_env(DETECTRON2_DATASETS=self.root, OMP_NUM_THREADS="1")
         command = [sys.executable, os.path.join(REPO, "tools", "export_voc_test.py"), "--config-file",
                    CONFIGS["cdam"], "--output", out, "MODEL.DEVICE", "cpu"]
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
