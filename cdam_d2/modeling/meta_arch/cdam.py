@@ -31,8 +31,9 @@ class CDAM(nn.Module):
                  atp_vocabulary: Optional[Vocabulary] = None, text_autocast_dtype: Optional[torch.dtype] = None):
         """
         Args:
-            segmentor: plain-torch CDAM segmentor (its encoder wraps ``clip_model.visual``).
-            clip_model: open_clip CLIP model (text tower used through ``text_embedder``).
+            segmentor: plain-torch CDAM segmentor (its encoder holds the CLIP vision tower).
+            clip_model: open_clip CLIP model; only its text side is kept (used through ``text_embedder``): its
+                ``visual`` is set to None, so that every weight appears once in ``state_dict()``.
             text_embedder: cached prompt-ensemble text encoder.
             pixel_mean, pixel_std: per-channel normalization on the 0-255 scale (RGB).
             class_names_file: name file used for every dataset when not empty (else dataset metadata).
@@ -41,7 +42,8 @@ class CDAM(nn.Module):
             text_autocast_dtype: autocast dtype of text encoding on CUDA.
         """
         super().__init__()
-        self.segmentor = segmentor
+        clip_model.visual = None  # held by the segmentor's encoder: a Detectron2 checkpoint loads back strictly
+        self.segmentor = segmentor.requires_grad_(False)
         self.clip_model = clip_model.requires_grad_(False)
         self.text_embedder = text_embedder
         self.class_names_file = class_names_file
