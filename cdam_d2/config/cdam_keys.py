@@ -45,6 +45,10 @@ def add_cdam_keys(cfg):
     cdam.ALPHA = 2.5  # 0 disables the background threshold
     cdam.THR_DEFAULT = 0.5
     cdam.THRESHOLD_SOURCE = "last_window"  # released; or "image"
+    # PAMR of the merged logits at the output size, guided by the image (spec §4.4): off as released (and in
+    # SCLIP's defaults); NACLIP runs 10 steps with dilations (8, 16).
+    cdam.PAMR_STEPS = 0
+    cdam.PAMR_DILATIONS = (8, 16)
 
     # Sliding windows on the resized image (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST give the resize).
     cdam.SLIDE_CROP = 448

@@ -9,6 +9,7 @@ from torch import nn
 
 from .cdam_attention import DEFAULT_CHUNK_ELEMENTS, DEFAULT_SCALES, EPS, at_least_fp32, cdam_attention
 from .dense_clip import SECOND_PASS_MODES, DenseCLIPEncoder
+from .pamr import refine_masks
 from .postprocess import (THRESHOLD_SOURCES, background_threshold, class_probabilities, encode_background,
                           patch_entropy_bits)
 from .sliding_window import crop_windows, merge_windows, window_boxes
@@ -54,7 +55,8 @@ class CDAMSegmentor(nn.Module):
                  entropy_scale: float = 50.0, alpha: float = 2.5, threshold_default: float = 0.5,
                  threshold_source: str = "last_window", crop: int = 448, stride: int = 224,
                  window_batch: int = 0, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                 autocast_dtype: Optional[torch.dtype] = None):
+                 autocast_dtype: Optional[torch.dtype] = None, pamr_steps: int = 0,
+                 pamr_dilations: Sequence[int] = (8, 16)):
         """
         Args:
             encoder: dense CLIP encoder with the first-pass base variant.
@@ -69,6 +71,8 @@ class CDAMSegmentor(nn.Module):
             window_batch: windows per forward (0 = all windows of the image at once).
             chunk_elements: memory bound of the JS chunks (elements).
             autocast_dtype: backbone autocast dtype on CUDA (fp16/bf16); None = fp32. CDAM math is fp32.
+            pamr_steps, pamr_dilations: PAMR of the merged logits at the output size, guided by the image
+                resized to it (0 steps = off, as released; NACLIP uses 10 steps, dilations (8, 16)).
         """
         super().__init__()
         if second_pass not in SECOND_PASS_MODES:
@@ -92,6 +96,8 @@ class CDAMSegmentor(nn.Module):
         self.window_batch = window_batch
         self.chunk_elements = chunk_elements
         self.autocast_dtype = autocast_dtype
+        self.pamr_steps = pamr_steps
+        self.pamr_dilations = tuple(pamr_dilations)
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None or self.autocast_dtype == torch.float32 or device.type != "cuda":
@@ -142,6 +148,10 @@ class CDAMSegmentor(nn.Module):
         entropy = patch_entropy_bits(per_window.flatten(2), self.entropy_scale)
         threshold = background_threshold(entropy, self.alpha, self.threshold_default, self.threshold_source)
         merged = merge_windows(per_window, boxes, tuple(image.shape[-2:]))
-        logits = F.interpolate(merged[None], size=tuple(output_size), mode="bilinear", align_corners=False)[0]
+        logits = F.interpolate(merged[None], size=tuple(output_size), mode="bilinear", align_corners=False)
+        if self.pamr_steps > 0:
+            guide = F.interpolate(image[None], size=tuple(output_size), mode="bilinear", align_corners=False)
+            logits = refine_masks(guide, logits, self.pamr_steps, self.pamr_dilations)
+        logits = logits[0]
         probs = class_probabilities(logits, text.query_to_class, text.num_classes, self.logit_scale)
         return SegmentationResult(encode_background(probs, threshold), logits, threshold)

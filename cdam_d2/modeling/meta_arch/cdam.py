@@ -74,7 +74,8 @@ class CDAM(nn.Module):
             row_normalize=options.ROW_NORMALIZE, logit_scale=options.LOGIT_SCALE,
             entropy_scale=options.ENTROPY_SCALE, alpha=options.ALPHA, threshold_default=options.THR_DEFAULT,
             threshold_source=options.THRESHOLD_SOURCE, crop=options.SLIDE_CROP, stride=options.SLIDE_STRIDE,
-            window_batch=options.WINDOW_BATCH, chunk_elements=options.JS_CHUNK_ELEMENTS, autocast_dtype=autocast_dtype)
+            window_batch=options.WINDOW_BATCH, chunk_elements=options.JS_CHUNK_ELEMENTS, autocast_dtype=autocast_dtype,
+            pamr_steps=options.PAMR_STEPS, pamr_dilations=options.PAMR_DILATIONS)
         text_embedder = TextEmbedder(clip_model, tokenizer, f"{identity}|{text_precision}",
                                      load_templates(options.TEMPLATES), options.TEXT_CACHE_DIR)
         use_atp = options.USE_ATP and options.USE_CDAM
