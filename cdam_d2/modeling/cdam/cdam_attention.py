@@ -50,20 +50,26 @@ def js_divergence(probs: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEME
     batch, queries, num = probs.shape
     precise = probs.double()  # the O(QN) per-patch terms in fp64, rounded once
     reference = precise.amax(dim=2, keepdim=True) + eps
-    inverse_reference = (1.0 / reference).to(probs.dtype)[..., None]  # (B, Q, 1, 1)
-    eps_over_reference = (eps / reference).to(probs.dtype)[..., None]
+    scaled_half = (0.5 * precise / reference).to(probs.dtype)  # h / v, h = p / 2
+    scaled_half_eps = ((0.5 * precise + eps) / reference).to(probs.dtype)  # (h + eps) / v
     own_terms = (0.5 * precise * torch.log((precise + eps) / reference)).to(probs.dtype)  # b
     half = 0.5 * probs
     divergence = torch.empty(batch, num, num, dtype=probs.dtype, device=probs.device)
-    start = 0
+    chunks, start = [], 0  # query rows [start, stop) against key columns [start, N)
     while start < num:
         stop = min(num, start + max(1, chunk_elements // (batch * queries * (num - start))))
-        rows, columns = slice(start, stop), slice(start, None)
-        mean = half[:, :, rows, None] + half[:, :, None, columns]  # (B, Q, rows, N - start)
-        terms = torch.addcmul(eps_over_reference, mean, inverse_reference).log_()  # ln((m + eps) / v)
-        terms = torch.addcmul(own_terms[:, :, rows, None], mean, terms, value=-1.0, out=terms)
-        divergence[:, rows, columns] = terms.add_(own_terms[:, :, None, columns]).sum(1)
+        chunks.append((start, stop))
         start = stop
+    size = max(batch * queries * (stop - start) * (num - start) for start, stop in chunks)
+    buffers = torch.empty(2, size, dtype=probs.dtype, device=probs.device)  # reused: no allocation per chunk
+    for start, stop in chunks:
+        rows, columns = slice(start, stop), slice(start, None)
+        shape = (batch, queries, stop - start, num - start)
+        mean, terms = (buffer[:batch * queries * (stop - start) * (num - start)].view(shape) for buffer in buffers)
+        torch.add(half[:, :, rows, None], half[:, :, None, columns], out=mean)  # m
+        torch.add(scaled_half[:, :, rows, None], scaled_half_eps[:, :, None, columns], out=terms).log_()
+        torch.addcmul(own_terms[:, :, rows, None], mean, terms, value=-1.0, out=terms)  # b_i - m ln((m + eps) / v)
+        divergence[:, rows, columns] = terms.add_(own_terms[:, :, None, columns]).sum(1)
     upper = divergence.triu_(1)  # computed for j >= i; mirrored, so the result is exactly symmetric
     divergence = (upper + upper.transpose(1, 2)).clamp_(min=0)
     # Bitwise equal distributions diverge by exactly 0 (as in the released form), not by a rounding residue
@@ -123,9 +129,9 @@ def cdam_attention(logits: torch.Tensor, temperature: float = 0.1, sharpen_tempe
                    eps: float = EPS) -> torch.Tensor:
     """Multi-scale CDAM map W (spec §3.3-3.5): mean of the full-resolution and per-scale affinities.
 
-    The divergences (the O(Q N^2) work) are computed in the input precision (fp32 for half/fp32 logits); the
-    cheap resampling around them, logits down (O(Q N)) and divergences up with their normalisation (O(N^2)),
-    runs in fp64, where fp32 would round the upsampled divergences to 6e-8 before their row min-max.
+    The divergences (the O(Q N^2) work) and the normalisation are computed in the input precision (fp32 for
+    half/fp32 logits); the cheap bilinear resampling around them, logits down (O(Q N)) and divergences up
+    (O(N^2)), runs in fp64, which halves the map's error on peaked distributions.
 
     Args:
         logits: (B, Q, g_h, g_w) first-pass cosine logits over all queries (dataset names + ATP).
@@ -142,5 +148,6 @@ def cdam_attention(logits: torch.Tensor, temperature: float = 0.1, sharpen_tempe
         small_logits = F.interpolate(precise_logits, size=small_grid, mode="bilinear", align_corners=False)
         small_probs = class_distributions(small_logits.flatten(2), temperature).to(logits.dtype)
         small_js = js_divergence(small_probs, chunk_elements, eps).double()
-        total += normalized_affinity(upsample_divergence(small_js, small_grid, grid), sharpen_temperature, eps)
+        upsampled = upsample_divergence(small_js, small_grid, grid).to(logits.dtype)
+        total += normalized_affinity(upsampled, sharpen_temperature, eps)
     return total.mul_(1.0 / (1 + len(scales)))

@@ -6,6 +6,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from .cdam_attention import DEFAULT_CHUNK_ELEMENTS, DEFAULT_SCALES, EPS, at_least_fp32, cdam_attention
 from .dense_clip import SECOND_PASS_MODES, DenseCLIPEncoder
@@ -13,6 +14,9 @@ from .pamr import refine_masks
 from .postprocess import (THRESHOLD_SOURCES, background_threshold, class_probabilities, encode_background,
                           patch_entropy_bits)
 from .sliding_window import crop_windows, merge_windows, window_boxes
+
+# Names of the per-image stages in torch.profiler traces (benchmarks/bench_cdam.py reads them).
+STAGES = ("cdam: backbone", "cdam: map", "cdam: second pass", "cdam: post-processing")
 
 
 @dataclass
@@ -115,15 +119,19 @@ class CDAMSegmentor(nn.Module):
 
     def window_logits(self, windows: torch.Tensor, text: TextQueries) -> torch.Tensor:
         """(B, 3, h, w) normalized windows -> (B, Q_D, g_h, g_w) cosine logits (fp32, or fp64 for an fp64 model)
-        over the dataset queries."""
-        with self._autocast(windows.device):
+        over the dataset queries.
+
+        The stages are named for ``torch.profiler`` ("cdam: backbone", "cdam: map", "cdam: second pass").
+        """
+        with record_function(STAGES[0]), self._autocast(windows.device):
             state = self.encoder.forward_to_last_block(windows)
             features = self.encoder.first_pass(state)
         if self.use_cdam:
-            features = at_least_fp32(features)
-            queries = torch.cat([text.dataset, text.extra]).to(features.dtype)
-            weights = self.attention_map(self._patch_logits(features, queries, state.grid))
-            with self._autocast(windows.device):
+            with record_function(STAGES[1]):
+                features = at_least_fp32(features)
+                queries = torch.cat([text.dataset, text.extra]).to(features.dtype)
+                weights = self.attention_map(self._patch_logits(features, queries, state.grid))
+            with record_function(STAGES[2]), self._autocast(windows.device):
                 features = self.encoder.second_pass(state, weights, self.second_pass)
         features = at_least_fp32(features)
         return self._patch_logits(features, text.dataset.to(features.dtype), state.grid)
@@ -145,6 +153,16 @@ class CDAMSegmentor(nn.Module):
         step = self.window_batch if self.window_batch > 0 else len(boxes)
         per_window = torch.cat([self.window_logits(crop_windows(image, boxes[start:start + step]), text)
                                 for start in range(0, len(boxes), step)])
+        with record_function(STAGES[3]):
+            return self.postprocess(per_window, boxes, image, output_size, text)
+
+    def postprocess(self, per_window: torch.Tensor, boxes, image: torch.Tensor, output_size: Tuple[int, int],
+                    text: TextQueries) -> SegmentationResult:
+        """Threshold, window merging, resize to the output size, PAMR, probabilities (spec §4).
+
+        Args:
+            per_window: (B, Q_D, g_h, g_w) cosine logits of the windows ``boxes`` of ``image`` (3, H1, W1).
+        """
         entropy = patch_entropy_bits(per_window.flatten(2), self.entropy_scale)
         threshold = background_threshold(entropy, self.alpha, self.threshold_default, self.threshold_source)
         merged = merge_windows(per_window, boxes, tuple(image.shape[-2:]))
