@@ -6,7 +6,7 @@ Setup: ViT-B/16 with random weights (QuickGELU; weights rounded through fp16 as 
 does, so both implementations hold the same numbers), Q = 21 VOC + 80 ATP random unit text embeddings, random
 normalized images of 448x448 (1 window), 448x597 (2) and 448x673 (3), output sizes 375x375, 375x500, 333x500.
 
-Stages (this package; ``torch.profiler`` ranges of ``CDAMSegmentor``): backbone (patch embedding, blocks
+Stages (this package; ``CDAMSegmentor.stage_timer``, the device synchronised): backbone (patch embedding, blocks
 1..L-1, the base's first pass of the last block), CDAM map, second pass, post-processing (threshold, window
 merge, resize to the output size, probabilities). The FLOP floor is the backbone's multiply-add count divided
 by the machine's sustained GEMM rate (best of a few 4096^2 matmuls in the backbone's dtype). Every round runs
@@ -20,6 +20,7 @@ Its CPU path allocates its attention buffer in fp16; the benchmark hands it an f
                                     [--released-code /path/to/CDAM-CLIP] [--memory]
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -29,7 +30,6 @@ import threading
 import time
 import types
 
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # no profiler chatter on stderr
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -178,21 +178,30 @@ def backbone_flops(visual, grid, windows):
     return windows * first, windows * second
 
 
+class StageClock:
+    """``CDAMSegmentor.stage_timer``: seconds per stage name, the device synchronised around each stage."""
+
+    def __init__(self, device):
+        self.device, self.seconds = device, {}
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        synchronize(self.device)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
 @torch.no_grad()
 def stage_times(segmentor, image, output_size, text, device):
-    """Seconds per stage of one call, from the segmentor's torch.profiler ranges."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as profile:
+    """Seconds per stage of one call."""
+    segmentor.stage_timer = clock = StageClock(device)
+    try:
         segmentor(image, output_size, text)
-        synchronize(device)
-    times = dict.fromkeys(STAGES, 0.0)
-    for event in profile.events():
-        if event.name in times:
-            span = event.device_time_total if device == "cuda" else event.cpu_time_total
-            times[event.name] += span / 1e6
-    return times
+    finally:
+        segmentor.stage_timer = None
+    return {stage: clock.seconds.get(stage, 0.0) for stage in STAGES}
 
 
 class PeakRSS:
@@ -300,7 +309,7 @@ def main():
             times["ours"].append(seconds)
             for stage, value in stage_times(segmentor, image, output_size, text, device).items():
                 times[stage].append(value)
-        first, second = backbone_flops(model.visual, (height // 16, width // 16), windows)
+        first, second = backbone_flops(model.visual, (min(height, 448) // 16, min(width, 448) // 16), windows)
         rows.append((windows, times, first / rate, second / rate,
                      (released_labels != result.scores.argmax(0)).sum().item() if released is not None else None,
                      result.scores.shape[-2] * result.scores.shape[-1]))

@@ -228,7 +228,8 @@ def resolve_clip_weights(model_name: str, weights: str, force_quick_gelu: bool =
     if not path:
         raise RuntimeError(f"open_clip found no download source for {model_name!r} / {weights!r}; "
                            f"pass a local file: MODEL.CDAM.CLIP_WEIGHTS /path/to/file.pt")
-    quick_gelu = force_quick_gelu or bool(pretrained_cfg.get("quick_gelu", False))
+    # open_clip >= 2.27 marks QuickGELU tags; older versions load every "openai" tag as QuickGELU.
+    quick_gelu = force_quick_gelu or bool(pretrained_cfg.get("quick_gelu", weights == "openai"))
     return ResolvedWeights(path, f"{model_name}|sha256:{file_fingerprint(path)}", quick_gelu,
                            f"open_clip tag {weights!r}")
 

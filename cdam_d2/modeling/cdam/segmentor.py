@@ -1,7 +1,7 @@
 """CDAM training-free segmentation of one image with sliding windows (plain torch, spec §1-§4)."""
 import contextlib
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,7 @@ from .postprocess import (THRESHOLD_SOURCES, background_threshold, class_probabi
                           patch_entropy_bits)
 from .sliding_window import crop_windows, merge_windows, window_boxes
 
-# Names of the per-image stages in torch.profiler traces (benchmarks/bench_cdam.py reads them).
+# Per-image stages, named in torch.profiler traces and for ``CDAMSegmentor.stage_timer``.
 STAGES = ("cdam: backbone", "cdam: map", "cdam: second pass", "cdam: post-processing")
 
 
@@ -102,6 +102,13 @@ class CDAMSegmentor(nn.Module):
         self.autocast_dtype = autocast_dtype
         self.pamr_steps = pamr_steps
         self.pamr_dilations = tuple(pamr_dilations)
+        # Optional: a callable name -> context manager entered around each stage (benchmarks time them).
+        self.stage_timer: Optional[Callable[[str], ContextManager]] = None
+
+    @contextlib.contextmanager
+    def _stage(self, name: str):
+        with record_function(name), (self.stage_timer(name) if self.stage_timer else contextlib.nullcontext()):
+            yield
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None or self.autocast_dtype == torch.float32 or device.type != "cuda":
@@ -121,17 +128,18 @@ class CDAMSegmentor(nn.Module):
         """(B, 3, h, w) normalized windows -> (B, Q_D, g_h, g_w) cosine logits (fp32, or fp64 for an fp64 model)
         over the dataset queries.
 
-        The stages are named for ``torch.profiler`` ("cdam: backbone", "cdam: map", "cdam: second pass").
+        The stages are named for ``torch.profiler`` and ``stage_timer`` ("cdam: backbone", "cdam: map",
+        "cdam: second pass").
         """
-        with record_function(STAGES[0]), self._autocast(windows.device):
+        with self._stage(STAGES[0]), self._autocast(windows.device):
             state = self.encoder.forward_to_last_block(windows)
             features = self.encoder.first_pass(state)
         if self.use_cdam:
-            with record_function(STAGES[1]):
+            with self._stage(STAGES[1]):
                 features = at_least_fp32(features)
                 queries = torch.cat([text.dataset, text.extra]).to(features.dtype)
                 weights = self.attention_map(self._patch_logits(features, queries, state.grid))
-            with record_function(STAGES[2]), self._autocast(windows.device):
+            with self._stage(STAGES[2]), self._autocast(windows.device):
                 features = self.encoder.second_pass(state, weights, self.second_pass)
         features = at_least_fp32(features)
         return self._patch_logits(features, text.dataset.to(features.dtype), state.grid)
@@ -153,7 +161,7 @@ class CDAMSegmentor(nn.Module):
         step = self.window_batch if self.window_batch > 0 else len(boxes)
         per_window = torch.cat([self.window_logits(crop_windows(image, boxes[start:start + step]), text)
                                 for start in range(0, len(boxes), step)])
-        with record_function(STAGES[3]):
+        with self._stage(STAGES[3]):
             return self.postprocess(per_window, boxes, image, output_size, text)
 
     def postprocess(self, per_window: torch.Tensor, boxes, image: torch.Tensor, output_size: Tuple[int, int],
