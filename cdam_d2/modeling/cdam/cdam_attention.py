@@ -9,8 +9,10 @@ import torch.nn.functional as F
 
 EPS = 1e-8
 DEFAULT_SCALES = (0.25, 0.37, 0.5, 0.63, 0.75, 0.87)
-# Pair sums per chunk (B x Q x rows x columns): 2**20 fp32 = 4 MiB, plus one temporary of that size.
-DEFAULT_CHUNK_ELEMENTS = 2 ** 20
+# Pair x class terms per JS chunk (B x Q x rows x columns), two buffers of that size. 0 = by device: on CPU
+# 2**20 (4 MiB fp32, cache-sized), on GPUs 2**26 (256 MiB: few large kernels instead of many launches).
+DEFAULT_CHUNK_ELEMENTS = 0
+CHUNK_ELEMENTS_BY_DEVICE = {"cpu": 2 ** 20, "cuda": 2 ** 26}
 
 
 def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
@@ -38,7 +40,7 @@ def js_divergence(probs: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEME
     H(m) - (H(p_i) + H(p_j)) / 2 would cancel sums of about ln Q; and since m + eps <= v, the logs are of
     numbers <= 1 whose size (hence rounding) is at most that of ln(m + eps), and near 0 for flat distributions.
     The per-patch b costs O(QN); the pair work is one log per class and pair, for the upper triangle in chunks
-    of query rows (about ``chunk_elements`` pairs x classes at a time, so no Q x N x N tensor exists), then
+    of query rows (about ``chunk_elements`` pairs x classes at a time, 0 = by device; no Q x N x N tensor), then
     mirrored, which makes the result exactly symmetric.
 
     Args:
@@ -48,6 +50,8 @@ def js_divergence(probs: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEME
     """
     probs = at_least_fp32(probs).clamp_min(0)
     batch, queries, num = probs.shape
+    if chunk_elements <= 0:
+        chunk_elements = CHUNK_ELEMENTS_BY_DEVICE.get(probs.device.type, CHUNK_ELEMENTS_BY_DEVICE["cpu"])
     precise = probs.double()  # the O(QN) per-patch terms in fp64, rounded once
     reference = precise.amax(dim=2, keepdim=True) + eps
     scaled_half = (0.5 * precise / reference).to(probs.dtype)  # h / v, h = p / 2

@@ -73,7 +73,7 @@ class CDAMSegmentor(nn.Module):
             threshold_source: "last_window" (released) or "image".
             crop, stride: sliding windows on the resized image.
             window_batch: windows per forward (0 = all windows of the image at once).
-            chunk_elements: memory bound of the JS chunks (elements).
+            chunk_elements: memory bound of the JS chunks (elements; 0 = by device).
             autocast_dtype: backbone autocast dtype on CUDA (fp16/bf16); None = fp32. CDAM math is fp32.
             pamr_steps, pamr_dilations: PAMR of the merged logits at the output size, guided by the image
                 resized to it (0 steps = off, as released; NACLIP uses 10 steps, dilations (8, 16)).
