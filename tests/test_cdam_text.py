@@ -47,6 +47,17 @@ class TestVocabularies(unittest.TestCase):
         with self.assertRaisesRegex(FileNotFoundError, "no_such_names.txt"):
             read_class_names_file("no_such_names.txt")
 
+    def test_user_paths_expand_home(self):
+        with tempfile.TemporaryDirectory() as home, mock.patch.dict(os.environ, {"HOME": home}):
+            with open(os.path.join(home, "names.txt"), "w") as f:
+                f.write("cat\ndog, puppy\n")
+            with open(os.path.join(home, "templates.txt"), "w") as f:
+                f.write("a photo of a {}.\n")
+            self.assertEqual(read_class_names_file("~/names.txt").queries, ("cat", "dog", "puppy"))
+            self.assertEqual(load_templates("~/templates.txt"), ["a photo of a {}."])
+            embedder = TextEmbedder(None, None, "", ["{}"], cache_dir="~/cache")
+            self.assertEqual(embedder.cache_dir, os.path.join(home, "cache"))
+
 
 class TestTextEmbedder(unittest.TestCase):
     @classmethod
