@@ -274,9 +274,10 @@ def build_clip(model_name: str = "ViT-B-16", weights: str = "openai", force_quic
     """Create an open_clip CLIP model in eval mode (fp32, CPU) and its tokenizer.
 
     Files open_clip's loader reads as they are go through ``open_clip.create_model(name, pretrained=file)``
-    (``weights_only=True``); TorchScript archives and state dicts with OpenAI's extra entries are read here and
-    loaded strictly into the model of ``model_name``'s config. Either way no randomly initialised model is
-    reported, and the model fits the file exactly (else a ValueError names both).
+    (``weights_only=True``); TorchScript archives, state dicts with OpenAI's extra entries or a ``model`` wrapper,
+    and every file when open_clip's factory takes no ``weights_only`` are read here and loaded strictly into the
+    model of ``model_name``'s config. Either way no randomly initialised model is reported, and the model fits
+    the file exactly (else a ValueError names both).
 
     Returns:
         (model, tokenizer, weights_identity)
