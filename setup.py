@@ -23,7 +23,7 @@ setup(
         "fvcore",
         "pycocotools",
         "opencv-python-headless",
-        "open_clip_torch>=2.24",
+        "open_clip_torch>=2.26.1",  # transformer.batch_first; the CDAM tests pass on 2.26.1 and 3.3
         "timm>=0.9",
         "pydensecrf2",
     ],

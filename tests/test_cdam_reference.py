@@ -18,9 +18,9 @@ EPS = 1e-8
 SCALES = (0.25, 0.37, 0.5, 0.63, 0.75, 0.87)
 
 
-def bilinear_matrix(src: int, dst: int) -> torch.Tensor:
+def bilinear_matrix(src: int, dst: int, dtype=torch.float64) -> torch.Tensor:
     """(dst, src) 1-D bilinear interpolation, half-pixel centres, source coordinate clamped at 0."""
-    matrix = torch.zeros(dst, src, dtype=torch.float64)
+    matrix = torch.zeros(dst, src, dtype=dtype)
     for i in range(dst):
         coord = max((i + 0.5) * src / dst - 0.5, 0.0)
         low = int(math.floor(coord))
@@ -32,10 +32,12 @@ def bilinear_matrix(src: int, dst: int) -> torch.Tensor:
 
 
 def resize_maps(maps: torch.Tensor, size) -> torch.Tensor:
-    """(C, h, w) -> (C, H, W) with the explicit separable interpolation matrices."""
-    rows = bilinear_matrix(maps.shape[-2], size[0])
-    cols = bilinear_matrix(maps.shape[-1], size[1])
-    return torch.einsum("ia,cab,jb->cij", rows, maps.double(), cols)
+    """(C, h, w) -> (C, H, W) with the explicit separable interpolation matrices, in the dtype of ``maps``
+    (float64 for integer or half input)."""
+    dtype = maps.dtype if maps.dtype in (torch.float32, torch.float64) else torch.float64
+    rows = bilinear_matrix(maps.shape[-2], size[0], dtype)
+    cols = bilinear_matrix(maps.shape[-1], size[1], dtype)
+    return torch.einsum("ia,cab,jb->cij", rows, maps.to(dtype), cols)
 
 
 def released_js(probs: torch.Tensor) -> torch.Tensor:
@@ -54,16 +56,17 @@ def released_normalize(divergence: torch.Tensor, sharpen: float = 0.1) -> torch.
     return (attn - attn.min(1, keepdim=True)[0]) / (attn.max(1, keepdim=True)[0] - attn.min(1, keepdim=True)[0] + EPS)
 
 
-def released_cdam_map(logits: torch.Tensor, temperature: float = 0.1, sharpen: float = 0.1) -> torch.Tensor:
-    """(Q, g_h, g_w) first-pass logits -> (N, N) W, spec §3.3-3.5, one window."""
-    logits = logits.double()
+def released_cdam_map(logits: torch.Tensor, temperature: float = 0.1, sharpen: float = 0.1,
+                      dtype=torch.float64) -> torch.Tensor:
+    """(Q, g_h, g_w) first-pass logits -> (N, N) W, spec §3.3-3.5, one window, evaluated in ``dtype``."""
+    logits = logits.to(dtype)
     grid_h, grid_w = logits.shape[-2:]
     maps = [released_normalize(released_js(torch.softmax(logits.flatten(1) / temperature, 0)), sharpen)]
     for scale in SCALES:
         small_h, small_w = max(1, int(grid_h * scale)), max(1, int(grid_w * scale))
         small = resize_maps(logits, (small_h, small_w))
         small_js = released_js(torch.softmax(small.flatten(1) / temperature, 0))
-        upsample = torch.kron(bilinear_matrix(small_h, grid_h), bilinear_matrix(small_w, grid_w))
+        upsample = torch.kron(bilinear_matrix(small_h, grid_h, dtype), bilinear_matrix(small_w, grid_w, dtype))
         maps.append(released_normalize(upsample @ small_js @ upsample.t(), sharpen))
     return torch.stack(maps).mean(0)
 

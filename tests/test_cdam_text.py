@@ -1,6 +1,13 @@
 """Text side and CLIP loading: name files, vocabularies, templates, the text-embedding cache, weights."""
+import contextlib
+import copy
+import io
 import os
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 import unittest
 from unittest import mock
 
@@ -9,8 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from cdam_d2.modeling.cdam import TextEmbedder, build_clip, load_templates, resolve_clip_weights
-from cdam_d2.modeling.cdam.clip_loader import load_clip_state_dict
+from cdam_d2.modeling.cdam.clip_loader import read_checkpoint
+from cdam_d2.modeling.cdam.text_bank import CausalTextTower
 from cdam_d2.modeling.cdam.vocabulary import atp_words, parse_vocabulary_string, read_class_names_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class TestVocabularies(unittest.TestCase):
@@ -36,6 +46,17 @@ class TestVocabularies(unittest.TestCase):
             parse_vocabulary_string("cat, ; dog")
         with self.assertRaisesRegex(FileNotFoundError, "no_such_names.txt"):
             read_class_names_file("no_such_names.txt")
+
+    def test_user_paths_expand_home(self):
+        with tempfile.TemporaryDirectory() as home, mock.patch.dict(os.environ, {"HOME": home}):
+            with open(os.path.join(home, "names.txt"), "w") as f:
+                f.write("cat\ndog, puppy\n")
+            with open(os.path.join(home, "templates.txt"), "w") as f:
+                f.write("a photo of a {}.\n")
+            self.assertEqual(read_class_names_file("~/names.txt").queries, ("cat", "dog", "puppy"))
+            self.assertEqual(load_templates("~/templates.txt"), ["a photo of a {}."])
+            embedder = TextEmbedder(None, None, "", ["{}"], cache_dir="~/cache")
+            self.assertEqual(embedder.cache_dir, os.path.join(home, "cache"))
 
 
 class TestTextEmbedder(unittest.TestCase):
@@ -68,16 +89,133 @@ class TestTextEmbedder(unittest.TestCase):
     def test_disk_cache_skips_text_encoding(self):
         names = list(read_class_names_file("voc21.txt").queries)
         with tempfile.TemporaryDirectory() as folder:
-            calls = mock.Mock(side_effect=self.model.encode_text)
-            with mock.patch.object(self.model, "encode_text", calls):
+            calls = mock.Mock(side_effect=TextEmbedder._encode)
+            with mock.patch.object(TextEmbedder, "_encode", lambda *args: calls(*args)):
                 first = TextEmbedder(self.model, self.tokenizer, self.identity, load_templates(), folder)(names)
-                self.assertGreater(calls.call_count, 0)
-                calls.reset_mock()
+                self.assertEqual(calls.call_count, 1)
                 second = TextEmbedder(self.model, self.tokenizer, self.identity, load_templates(), folder)(names)
-                self.assertEqual(calls.call_count, 0)
+                self.assertEqual(calls.call_count, 1)
                 self.assertTrue(torch.equal(first, second))
                 TextEmbedder(self.model, self.tokenizer, self.identity + "|other", load_templates(), folder)(names)
-                self.assertGreater(calls.call_count, 0)  # other weights: other cache entry
+                self.assertEqual(calls.call_count, 2)  # other weights: other cache entry
+
+    def test_truncated_encoding_equals_encode_text(self):
+        """All 80 templates x the VOC, Context and COCO-Object names (the real text transformer, sliced)."""
+        names = sorted({name for file in ("voc21.txt", "context60.txt", "coco_object81.txt")
+                        for name in read_class_names_file(file).queries})
+        templates = load_templates()
+        tower = CausalTextTower.of(self.model)
+        self.assertEqual(tower.pool_type, "argmax")
+        tokens = self.tokenizer([t.replace("{}", name) for name in names for t in templates])
+        with torch.no_grad():
+            full = torch.cat([self.model.encode_text(tokens[i:i + 2048], normalize=True)
+                              for i in range(0, len(tokens), 2048)])
+            embedder = TextEmbedder(self.model, self.tokenizer, self.identity, templates, batch_size=2048,
+                                    progress=False)
+            with mock.patch.object(self.model, "encode_text", side_effect=AssertionError("full context used")):
+                embeddings = embedder(names)
+            positions = tower.pooled_positions(tokens)
+            self.assertLess(int(positions.max()) + 1, 30)  # the truncation is real (context 77)
+            some = torch.arange(0, len(tokens), 97)
+            per_prompt = F.normalize(tower.encode(tokens[some], positions[some]), dim=-1)
+        self.assertLessEqual((per_prompt - full[some]).abs().max().item(), 1e-6)
+        expected = F.normalize(full.reshape(len(names), len(templates), -1).mean(1), dim=-1)
+        self.assertLessEqual((embeddings - expected).abs().max().item(), 1e-6)
+
+    def test_full_context_without_causal_mask(self):
+        names, templates = ["cat", "traffic light"], ["a photo of a {}.", "{}"]
+        bidirectional = copy.deepcopy(self.model)
+        bidirectional.attn_mask = None  # every token sees the padding: truncating would change the result
+        self.assertIsNone(CausalTextTower.of(bidirectional))
+        last_pooled = copy.deepcopy(self.model)
+        last_pooled.text_pool_type = "last"
+        self.assertIsNone(CausalTextTower.of(last_pooled))
+        tokens = self.tokenizer([t.replace("{}", n) for n in names for t in templates])
+        with torch.no_grad():
+            embeddings = TextEmbedder(bidirectional, self.tokenizer, self.identity, templates, progress=False)(names)
+            full = bidirectional.encode_text(tokens, normalize=True)
+            truncated = CausalTextTower(bidirectional, "argmax").encode(tokens, tokens.argmax(-1))
+        expected = F.normalize(full.reshape(2, 2, -1).mean(1), dim=-1)
+        self.assertLessEqual((embeddings - expected).abs().max().item(), 1e-6)
+        self.assertGreater((F.normalize(truncated, dim=-1) - full).abs().max().item(), 1e-3)
+
+    def test_progress_bar(self):
+        stream = io.StringIO()
+        with contextlib.redirect_stderr(stream), torch.no_grad():
+            TextEmbedder(self.model, self.tokenizer, self.identity, ["a {}.", "{}"], batch_size=3)(["a", "b", "c"])
+        self.assertIn("CDAM text embeddings", stream.getvalue())
+        self.assertIn("6/6", stream.getvalue())
+
+    def test_damaged_cache_file_is_recomputed_with_a_warning(self):
+        names, templates = ["cat", "dog"], ["a photo of a {}."]
+        with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+            embedder = TextEmbedder(self.model, self.tokenizer, self.identity, templates, folder, progress=False)
+            expected = embedder(names)
+            (path,) = [os.path.join(folder, name) for name in os.listdir(folder)]
+            for damage in ("truncate", "garbage", "wrong shape"):
+                if damage == "truncate":
+                    with open(path, "r+b") as f:
+                        f.truncate(os.path.getsize(path) // 2)
+                elif damage == "garbage":
+                    with open(path, "wb") as f:
+                        f.write(b"not a checkpoint")
+                else:
+                    torch.save({"names": names, "templates": templates, "embeddings": torch.zeros(3, 32)}, path)
+                with self.assertLogs("cdam_d2.modeling.cdam.text_bank", "WARNING") as logs:
+                    again = embedder(names)
+                self.assertIn(path, "\n".join(logs.output), damage)
+                self.assertTrue(torch.equal(again, expected), damage)
+                self.assertTrue(torch.equal(torch.load(path, weights_only=True)["embeddings"], expected), damage)
+            self.assertEqual(os.listdir(folder), [os.path.basename(path)])  # no temporary left behind
+
+    def test_concurrent_fills_of_an_empty_cache_all_succeed(self):
+        names, templates = ["cat", "dog", "sofa"], ["a photo of a {}.", "{}"]
+        with tempfile.TemporaryDirectory() as folder:
+            cache = os.path.join(folder, "cache")
+            script = CONCURRENT_FILL.format(repo=REPO, folder=folder, cache=cache, names=names, templates=templates)
+            child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+            open(os.path.join(folder, "ready.parent"), "w").close()
+            while not os.path.exists(os.path.join(folder, "ready.child")) and child.poll() is None:
+                time.sleep(0.01)
+            with torch.no_grad():  # this process and the child fill the empty cache at the same moment
+                mine = TextEmbedder(self.model, self.tokenizer, self.identity, templates, cache, progress=False)(names)
+            out, err = child.communicate(timeout=300)
+            self.assertEqual(child.returncode, 0, err[-2000:])
+            self.assertEqual(out.strip(), str(mine.sum(dim=1).tolist()))
+            self.assertEqual(len(os.listdir(cache)), 1)  # one complete file, no temporary left
+            # and threads of one process
+            with torch.no_grad():
+                embedders = [TextEmbedder(self.model, self.tokenizer, self.identity, templates,
+                                          os.path.join(folder, "threads"), progress=False) for _ in range(4)]
+                results = [None] * 4
+
+                def fill(index):
+                    results[index] = embedders[index](names)
+
+                threads = [threading.Thread(target=fill, args=(index,)) for index in range(4)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+            self.assertTrue(all(torch.equal(result, mine) for result in results))
+            self.assertEqual(len(os.listdir(os.path.join(folder, "threads"))), 1)
+
+
+# A second process encoding into the same empty cache as the test, started together (file barrier).
+CONCURRENT_FILL = """
+import os, sys, time
+sys.path.insert(0, {repo!r})
+import torch
+from cdam_d2.modeling.cdam import TextEmbedder, build_clip
+model, tokenizer, identity = build_clip("tiny:ViT-B-16", "random")
+open(os.path.join({folder!r}, "ready.child"), "w").close()
+while not os.path.exists(os.path.join({folder!r}, "ready.parent")):
+    time.sleep(0.01)
+with torch.no_grad():
+    embeddings = TextEmbedder(model, tokenizer, identity, {templates!r}, {cache!r}, progress=False)({names!r})
+print(embeddings.sum(dim=1).tolist())
+"""
 
 
 class TestClipWeights(unittest.TestCase):
@@ -92,11 +230,11 @@ class TestClipWeights(unittest.TestCase):
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "weights.pt")
             torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
-            state_dict = load_clip_state_dict(path)
+            state_dict = read_checkpoint(path).state_dict
             self.assertTrue(torch.equal(state_dict["visual.proj"], source.visual.proj))
             resolved = resolve_clip_weights("ViT-B-16", path)
             self.assertEqual(resolved.path, path)
-            self.assertFalse(resolved.quick_gelu)
+            self.assertIsNone(resolved.quick_gelu)  # read from the file by build_clip
             with self.assertRaisesRegex(ValueError, "does not fit"):
                 build_clip("ViT-B-16", path)  # tiny weights into the full-size model
 
@@ -114,10 +252,16 @@ class TestClipWeights(unittest.TestCase):
                 resolve_clip_weights("ViT-B-16", "openai")
 
     def test_openai_tag_uses_quick_gelu(self):
-        with mock.patch("open_clip.download_pretrained", return_value="/cache/ViT-B-16.pt"):
-            resolved = resolve_clip_weights("ViT-B-16", "openai")
+        with tempfile.TemporaryDirectory() as folder:
+            downloaded = os.path.join(folder, "ViT-B-16.pt")
+            torch.save({"w": torch.zeros(3)}, downloaded)
+            with mock.patch("open_clip.download_pretrained", return_value=downloaded):
+                resolved = resolve_clip_weights("ViT-B-16", "openai")
+                laion = resolve_clip_weights("ViT-B-16", "laion400m_e32")
         self.assertTrue(resolved.quick_gelu)
-        self.assertEqual(resolved.path, "/cache/ViT-B-16.pt")
+        self.assertFalse(laion.quick_gelu)
+        self.assertEqual(resolved.path, downloaded)
+        self.assertIn("sha256:", resolved.identity)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,24 @@ class TestCDAMPredictor(unittest.TestCase):
         decided = (top2[0] - top2[1]).numpy() > 1e-5
         np.testing.assert_array_equal(result.labels[decided], scores.argmax(0).numpy()[decided])
 
+    def test_pamr_is_applied_like_the_evaluation_path(self):
+        from cdam_d2.data.transforms.cdam_resize import resize_image
+
+        model = self.predictor.model
+        image = random_image(4, (75, 101))
+        resized = torch.as_tensor(np.ascontiguousarray(resize_image(image, 96, 256).transpose(2, 0, 1)))
+        queries = self.predictor._queries
+        plain = model.segment(resized, 75, 101, queries)
+        model.segmentor.pamr_steps = 3
+        try:
+            refined = model.segment(resized, 75, 101, queries)
+            labels, probabilities = model.segment_full_size(resized, 75, 101, queries)
+        finally:
+            model.segmentor.pamr_steps = 0
+        self.assertGreater((refined - plain).abs().max().item(), 1e-4)  # PAMR changed the scores
+        np.testing.assert_allclose(probabilities.numpy(), refined.numpy(), atol=1e-6)  # threshold off
+        np.testing.assert_array_equal(labels.numpy(), refined.argmax(0).numpy())
+
     def test_vocabulary_change_encodes_only_new_names(self):
         model = self.predictor.model
         calls = []

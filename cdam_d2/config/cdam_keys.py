@@ -37,7 +37,9 @@ def add_cdam_keys(cfg):
     cdam.SHARPEN_TEMPERATURE = 0.1  # P of the row softmax
     cdam.SCALES = (0.25, 0.37, 0.5, 0.63, 0.75, 0.87)
     cdam.ROW_NORMALIZE = False  # ablation only; the release does not normalize rows
-    cdam.JS_CHUNK_ELEMENTS = 2 ** 20  # pair sums per JS chunk (bounds the extra memory)
+    # Pair x class terms per JS chunk (bounds the extra memory: 2 buffers of 4 bytes each); 0 = by device
+    # (CPU 2**20, CUDA 2**26).
+    cdam.JS_CHUNK_ELEMENTS = 0
 
     # Prediction and entropy-based background threshold (spec §4).
     cdam.LOGIT_SCALE = 50.0
@@ -45,6 +47,10 @@ def add_cdam_keys(cfg):
     cdam.ALPHA = 2.5  # 0 disables the background threshold
     cdam.THR_DEFAULT = 0.5
     cdam.THRESHOLD_SOURCE = "last_window"  # released; or "image"
+    # PAMR of the merged logits at the output size, guided by the image (spec §4.4): off as released (and in
+    # SCLIP's defaults); NACLIP runs 10 steps with dilations (8, 16).
+    cdam.PAMR_STEPS = 0
+    cdam.PAMR_DILATIONS = (8, 16)
 
     # Sliding windows on the resized image (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST give the resize).
     cdam.SLIDE_CROP = 448

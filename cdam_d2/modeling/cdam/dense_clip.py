@@ -26,11 +26,14 @@ class StreamState:
         tokens: (B, T, D) residual stream entering the last block (x^(L-1) of the spec).
         grid: (g_h, g_w) patch grid.
         gem_tokens: (B, T, D) GEM path stream before the last block, or None for other bases.
+        values: (B, T, D) the last block's values of ``tokens`` (v of ``ln_1``), kept by a first pass that
+            computes them, so that the second pass does not again.
     """
 
     tokens: torch.Tensor
     grid: Tuple[int, int]
     gem_tokens: Optional[torch.Tensor] = None
+    values: Optional[torch.Tensor] = None
 
 
 class DenseCLIPEncoder(nn.Module):
@@ -111,10 +114,17 @@ class DenseCLIPEncoder(nn.Module):
 
     # ---- block pieces ------------------------------------------------------------------------------------
     def _run_block(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D) through an unmodified open_clip block (either token layout)."""
-        if self.visual.transformer.batch_first:
-            return block(tokens)
-        return block(tokens.transpose(0, 1)).transpose(0, 1)
+        """(B, T, D) -> (B, T, D) through an open_clip block: the block's own computation, with its softmax
+        attention evaluated by ``scaled_dot_product_attention`` (fused; on CPU faster than the
+        ``nn.MultiheadAttention`` fast path, same result up to rounding)."""
+        attn = block.attn
+        if attn.bias_k is not None or attn.add_zero_attn or not attn._qkv_same_embed_dim:
+            if self.visual.transformer.batch_first:  # not in CLIP towers: run the block as it is
+                return block(tokens)
+            return block(tokens.transpose(0, 1)).transpose(0, 1)
+        q, k, v = self._qkv(block, block.ln_1(tokens))
+        attn_out = self._out_proj(block, self._merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self._attn_residual_ffn(block, tokens, attn_out)
 
     def _qkv(self, block: nn.Module, normed: torch.Tensor):
         """(B, T, D) -> q, k, v of shape (B, H, T, d) from the block's packed ``in_proj`` (rows q, k, v)."""
@@ -200,11 +210,13 @@ class DenseCLIPEncoder(nn.Module):
         if self.base == "clip":
             return self.project(self._run_block(block, tokens))
         if self.base == "maskclip":
-            attn_out = self._out_proj(block, self._value(block, block.ln_1(tokens)))  # identity attention
+            state.values = self._value(block, block.ln_1(tokens))
+            attn_out = self._out_proj(block, state.values)  # identity attention
             return self.project(self._attn_residual_ffn(block, tokens, attn_out))
         if self.base == "gem":
             return self.project(state.gem_tokens + self._gem_attention(block, tokens))
         q, k, v = self._qkv(block, block.ln_1(tokens))
+        state.values = self._merge_heads(v)
         scale = q.shape[-1] ** -0.5
         if self.base == "sclip":
             weights = (torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
@@ -230,7 +242,7 @@ class DenseCLIPEncoder(nn.Module):
         if mode not in SECOND_PASS_MODES:
             raise ValueError(f"MODEL.CDAM.SECOND_PASS {mode!r} is not one of {SECOND_PASS_MODES}")
         block, tokens = self.blocks[-1], state.tokens
-        values = self._value(block, block.ln_1(tokens))
+        values = state.values if state.values is not None else self._value(block, block.ln_1(tokens))
         patch_values = torch.bmm(patch_attention.to(values.dtype), values[:, 1:])
         attended = torch.cat([torch.zeros_like(values[:, :1]), patch_values], dim=1)
         attn_out = self._out_proj(block, attended)

@@ -1,17 +1,22 @@
 """CDAM training-free segmentation of one image with sliding windows (plain torch, spec §1-§4)."""
 import contextlib
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from .cdam_attention import DEFAULT_CHUNK_ELEMENTS, DEFAULT_SCALES, EPS, at_least_fp32, cdam_attention
 from .dense_clip import SECOND_PASS_MODES, DenseCLIPEncoder
+from .pamr import refine_masks
 from .postprocess import (THRESHOLD_SOURCES, background_threshold, class_probabilities, encode_background,
                           patch_entropy_bits)
 from .sliding_window import crop_windows, merge_windows, window_boxes
+
+# Per-image stages, named in torch.profiler traces and for ``CDAMSegmentor.stage_timer``.
+STAGES = ("cdam: backbone", "cdam: map", "cdam: second pass", "cdam: post-processing")
 
 
 @dataclass
@@ -54,7 +59,8 @@ class CDAMSegmentor(nn.Module):
                  entropy_scale: float = 50.0, alpha: float = 2.5, threshold_default: float = 0.5,
                  threshold_source: str = "last_window", crop: int = 448, stride: int = 224,
                  window_batch: int = 0, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                 autocast_dtype: Optional[torch.dtype] = None):
+                 autocast_dtype: Optional[torch.dtype] = None, pamr_steps: int = 0,
+                 pamr_dilations: Sequence[int] = (8, 16)):
         """
         Args:
             encoder: dense CLIP encoder with the first-pass base variant.
@@ -67,8 +73,10 @@ class CDAMSegmentor(nn.Module):
             threshold_source: "last_window" (released) or "image".
             crop, stride: sliding windows on the resized image.
             window_batch: windows per forward (0 = all windows of the image at once).
-            chunk_elements: memory bound of the JS chunks (elements).
+            chunk_elements: memory bound of the JS chunks (elements; 0 = by device).
             autocast_dtype: backbone autocast dtype on CUDA (fp16/bf16); None = fp32. CDAM math is fp32.
+            pamr_steps, pamr_dilations: PAMR of the merged logits at the output size, guided by the image
+                resized to it (0 steps = off, as released; NACLIP uses 10 steps, dilations (8, 16)).
         """
         super().__init__()
         if second_pass not in SECOND_PASS_MODES:
@@ -92,6 +100,15 @@ class CDAMSegmentor(nn.Module):
         self.window_batch = window_batch
         self.chunk_elements = chunk_elements
         self.autocast_dtype = autocast_dtype
+        self.pamr_steps = pamr_steps
+        self.pamr_dilations = tuple(pamr_dilations)
+        # Optional: a callable name -> context manager entered around each stage (benchmarks time them).
+        self.stage_timer: Optional[Callable[[str], ContextManager]] = None
+
+    @contextlib.contextmanager
+    def _stage(self, name: str):
+        with record_function(name), (self.stage_timer(name) if self.stage_timer else contextlib.nullcontext()):
+            yield
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None or self.autocast_dtype == torch.float32 or device.type != "cuda":
@@ -109,15 +126,20 @@ class CDAMSegmentor(nn.Module):
 
     def window_logits(self, windows: torch.Tensor, text: TextQueries) -> torch.Tensor:
         """(B, 3, h, w) normalized windows -> (B, Q_D, g_h, g_w) cosine logits (fp32, or fp64 for an fp64 model)
-        over the dataset queries."""
-        with self._autocast(windows.device):
+        over the dataset queries.
+
+        The stages are named for ``torch.profiler`` and ``stage_timer`` ("cdam: backbone", "cdam: map",
+        "cdam: second pass").
+        """
+        with self._stage(STAGES[0]), self._autocast(windows.device):
             state = self.encoder.forward_to_last_block(windows)
             features = self.encoder.first_pass(state)
         if self.use_cdam:
-            features = at_least_fp32(features)
-            queries = torch.cat([text.dataset, text.extra]).to(features.dtype)
-            weights = self.attention_map(self._patch_logits(features, queries, state.grid))
-            with self._autocast(windows.device):
+            with self._stage(STAGES[1]):
+                features = at_least_fp32(features)
+                queries = torch.cat([text.dataset, text.extra]).to(features.dtype)
+                weights = self.attention_map(self._patch_logits(features, queries, state.grid))
+            with self._stage(STAGES[2]), self._autocast(windows.device):
                 features = self.encoder.second_pass(state, weights, self.second_pass)
         features = at_least_fp32(features)
         return self._patch_logits(features, text.dataset.to(features.dtype), state.grid)
@@ -129,14 +151,15 @@ class CDAMSegmentor(nn.Module):
 
     def merged_logits(self, image: torch.Tensor, text: TextQueries) -> Tuple[torch.Tensor, float]:
         """(3, H1, W1) normalized image -> (Q_D, H1, W1) window-merged cosine logits at the resized size and
-        the background threshold; :meth:`forward` takes them to the output size."""
+        the background threshold (spec §1.2, §4.3); :meth:`postprocess` takes them to the output size."""
         boxes = window_boxes(image.shape[-2], image.shape[-1], self.crop, self.stride)
         step = self.window_batch if self.window_batch > 0 else len(boxes)
         per_window = torch.cat([self.window_logits(crop_windows(image, boxes[start:start + step]), text)
                                 for start in range(0, len(boxes), step)])
-        entropy = patch_entropy_bits(per_window.flatten(2), self.entropy_scale)
-        threshold = background_threshold(entropy, self.alpha, self.threshold_default, self.threshold_source)
-        return merge_windows(per_window, boxes, tuple(image.shape[-2:])), threshold
+        with self._stage(STAGES[3]):
+            entropy = patch_entropy_bits(per_window.flatten(2), self.entropy_scale)
+            threshold = background_threshold(entropy, self.alpha, self.threshold_default, self.threshold_source)
+            return merge_windows(per_window, boxes, tuple(image.shape[-2:])), threshold
 
     def forward(self, image: torch.Tensor, output_size: Tuple[int, int], text: TextQueries) -> SegmentationResult:
         """Segment one image.
@@ -147,6 +170,21 @@ class CDAMSegmentor(nn.Module):
             text: query embeddings of the vocabulary.
         """
         merged, threshold = self.merged_logits(image, text)
-        logits = F.interpolate(merged[None], size=tuple(output_size), mode="bilinear", align_corners=False)[0]
+        with self._stage(STAGES[3]):
+            return self.postprocess(merged, threshold, image, output_size, text)
+
+    def postprocess(self, merged: torch.Tensor, threshold: float, image: torch.Tensor,
+                    output_size: Tuple[int, int], text: TextQueries) -> SegmentationResult:
+        """Resize to the output size, PAMR, probabilities and the background rule (spec §4).
+
+        Args:
+            merged: (Q_D, H1, W1) window-merged cosine logits of ``image`` (3, H1, W1); threshold: its
+                background threshold.
+        """
+        logits = F.interpolate(merged[None], size=tuple(output_size), mode="bilinear", align_corners=False)
+        if self.pamr_steps > 0:
+            guide = F.interpolate(image[None], size=tuple(output_size), mode="bilinear", align_corners=False)
+            logits = refine_masks(guide, logits, self.pamr_steps, self.pamr_dilations)
+        logits = logits[0]
         probs = class_probabilities(logits, text.query_to_class, text.num_classes, self.logit_scale)
         return SegmentationResult(encode_background(probs, threshold), logits, threshold)

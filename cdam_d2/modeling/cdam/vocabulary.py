@@ -46,9 +46,9 @@ def parse_class_lines(lines: Sequence[str], source: str = "<vocabulary>") -> Voc
 
 
 def resolve_class_names_file(name_or_path: str) -> str:
-    """A path as given if it exists, else a file of ``cdam_d2/data/class_names``."""
-    if os.path.isfile(name_or_path):
-        return name_or_path
+    """A path as given (``~`` expanded) if it exists, else a file of ``cdam_d2/data/class_names``."""
+    if os.path.isfile(os.path.expanduser(name_or_path)):
+        return os.path.expanduser(name_or_path)
     packaged = os.path.join(CLASS_NAMES_DIR, name_or_path)
     if os.path.isfile(packaged):
         return packaged

@@ -14,6 +14,7 @@ from detectron2.utils import comm
 from ...data.datasets.class_names import class_names_file_for
 from ..cdam import CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, TextQueries, build_clip, load_templates
 from ..cdam.full_size import full_size_predictions
+from ..cdam.postprocess import class_probabilities
 from ..cdam.vocabulary import Vocabulary, parse_class_lines, read_class_names_file
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ class CDAM(nn.Module):
                  atp_vocabulary: Optional[Vocabulary] = None, text_autocast_dtype: Optional[torch.dtype] = None):
         """
         Args:
-            segmentor: plain-torch CDAM segmentor (its encoder wraps ``clip_model.visual``).
-            clip_model: open_clip CLIP model (text tower used through ``text_embedder``).
+            segmentor: plain-torch CDAM segmentor (its encoder holds the CLIP vision tower).
+            clip_model: open_clip CLIP model; only its text side is kept (used through ``text_embedder``): its
+                ``visual`` is set to None, so that every weight appears once in ``state_dict()``.
             text_embedder: cached prompt-ensemble text encoder.
             pixel_mean, pixel_std: per-channel normalization on the 0-255 scale (RGB).
             class_names_file: name file used for every dataset when not empty (else dataset metadata).
@@ -54,7 +56,8 @@ class CDAM(nn.Module):
             text_autocast_dtype: autocast dtype of text encoding on CUDA.
         """
         super().__init__()
-        self.segmentor = segmentor
+        clip_model.visual = None  # held by the segmentor's encoder: a Detectron2 checkpoint loads back strictly
+        self.segmentor = segmentor.requires_grad_(False)
         self.clip_model = clip_model.requires_grad_(False)
         self.text_embedder = text_embedder
         self.class_names_file = class_names_file
@@ -86,7 +89,8 @@ class CDAM(nn.Module):
             row_normalize=options.ROW_NORMALIZE, logit_scale=options.LOGIT_SCALE,
             entropy_scale=options.ENTROPY_SCALE, alpha=options.ALPHA, threshold_default=options.THR_DEFAULT,
             threshold_source=options.THRESHOLD_SOURCE, crop=options.SLIDE_CROP, stride=options.SLIDE_STRIDE,
-            window_batch=options.WINDOW_BATCH, chunk_elements=options.JS_CHUNK_ELEMENTS, autocast_dtype=autocast_dtype)
+            window_batch=options.WINDOW_BATCH, chunk_elements=options.JS_CHUNK_ELEMENTS, autocast_dtype=autocast_dtype,
+            pamr_steps=options.PAMR_STEPS, pamr_dilations=options.PAMR_DILATIONS)
         text_embedder = TextEmbedder(clip_model, tokenizer, f"{identity}|{text_precision}",
                                      load_templates(options.TEMPLATES), options.TEXT_CACHE_DIR)
         use_atp = options.USE_ATP and options.USE_CDAM
@@ -206,7 +210,14 @@ class CDAM(nn.Module):
         """Like :meth:`segment`, with bounded memory for large photos (``full_size_predictions``):
         (3, H1, W1) uint8 RGB image -> labels (height, width) int32 and class probabilities
         (C, height, width) float32 (or None), both on the CPU."""
-        merged, threshold = self.segmentor.merged_logits(self.normalize(image), queries)
+        normalized = self.normalize(image)
+        merged, threshold = self.segmentor.merged_logits(normalized, queries)
+        if self.segmentor.pamr_steps > 0:  # PAMR refines the whole full-size map at once
+            result = self.segmentor.postprocess(merged, threshold, normalized, (height, width), queries)
+            probs = class_probabilities(result.logits, queries.query_to_class, queries.num_classes,
+                                        self.segmentor.logit_scale)
+            labels = result.scores.argmax(dim=0).int().cpu()
+            return labels, probs.float().cpu() if with_probabilities else None
         return full_size_predictions(merged, (height, width), queries.query_to_class, queries.num_classes,
                                      self.segmentor.logit_scale, threshold, with_probabilities)
 
