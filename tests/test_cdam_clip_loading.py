@@ -94,18 +94,24 @@ class RecordingHandler(logging.Handler):
 
 
 class LogCapture:
-    """Every message logged anywhere (root logger) while active."""
+    """Every message logged anywhere while active: at the root logger and at loggers that do not
+    propagate to it (Detectron2's ``setup_logger``, run by earlier tests, turns propagation off)."""
 
     def __enter__(self):
-        self.handler, root = RecordingHandler(), logging.getLogger()
-        self.level, root.level = root.level, logging.DEBUG
-        root.addHandler(self.handler)
+        self.handler = RecordingHandler()
+        self.loggers = [logging.getLogger()] + [
+            logger for logger in logging.Logger.manager.loggerDict.values()
+            if isinstance(logger, logging.Logger) and not logger.propagate]
+        self.levels = [logger.level for logger in self.loggers]
+        for logger in self.loggers:
+            logger.setLevel(logging.DEBUG)
+            logger.addHandler(self.handler)
         return self.handler.messages
 
     def __exit__(self, *exc):
-        root = logging.getLogger()
-        root.removeHandler(self.handler)
-        root.level = self.level
+        for logger, level in zip(self.loggers, self.levels):
+            logger.removeHandler(self.handler)
+            logger.setLevel(level)
 
 
 def is_quick_gelu(model) -> bool:

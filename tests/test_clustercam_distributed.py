@@ -76,7 +76,7 @@ def distributed_worker(batch_file, result_file):
 @requires_detectron2
 class TestTwoProcessesTrainLikeOne(unittest.TestCase):
     def test_same_losses_and_gradients(self):
-        from detectron2.engine import launch
+        from cdam_d2.engine import launch  # Detectron2's, releasing the process group at the end
 
         from cdam_d2.modeling.clustercam import balanced_segmentation_loss
 

@@ -386,7 +386,7 @@ class SemSegEvaluatorTest(unittest.TestCase):
         _assert_same_results(self, lenient, reference)
 
     def test_two_cpu_processes_match_single_process(self):
-        from detectron2.engine import launch
+        from cdam_d2.engine import launch  # Detectron2's, releasing the process group at the end
 
         from cdam_d2.evaluation import SemSegEvaluator
 

@@ -58,39 +58,6 @@ class TrainNetEvalTest(unittest.TestCase):
                 self.assertAlmostEqual(value, double[key], places=9, msg=key)
 
 
-def write_builtin_toy_layouts(root, seed=0):
-    """Two images each in the layouts Detectron2's builtin `ade20k_sem_seg_val` (150 classes) and
-    `cityscapes_fine_sem_seg_val` (19 train ids) read; labels are random class indices with some 255."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-
-    def save(path, array):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        Image.fromarray(array).save(path)
-
-    def labels(size, num_classes):
-        values = rng.integers(0, num_classes, size).astype(np.uint8)
-        values[rng.random(size) < 0.05] = 255
-        return values
-
-    ade = os.path.join(root, "ADEChallengeData2016")
-    for index, size in enumerate([(60, 80), (72, 56)]):
-        stem = f"ADE_val_{index + 1:08d}"
-        save(os.path.join(ade, "images", "validation", f"{stem}.jpg"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
-        save(os.path.join(ade, "annotations_detectron2", "validation", f"{stem}.png"), labels(size, 150))
-    for index, size in enumerate([(48, 96), (40, 80)]):
-        stem = f"frankfurt_000000_{index:06d}"
-        gt = os.path.join(root, "cityscapes", "gtFine", "val", "frankfurt", f"{stem}_gtFine_")
-        save(os.path.join(root, "cityscapes", "leftImg8bit", "val", "frankfurt", f"{stem}_leftImg8bit.png"),
-             rng.integers(0, 256, (*size, 3), dtype=np.uint8))
-        save(f"{gt}labelTrainIds.png", labels(size, 19))
-        save(f"{gt}labelIds.png", np.zeros(size, np.uint8))
-        save(f"{gt}instanceIds.png", np.zeros(size, np.uint8))
-        with open(f"{gt}polygons.json", "w") as f:
-            json.dump({"imgHeight": size[0], "imgWidth": size[1], "objects": []}, f)
-
-
 @requires_detectron2
 class TrainNetSeveralDatasetsTest(unittest.TestCase):
     def test_each_dataset_gets_its_own_vocabulary(self):
@@ -101,8 +68,7 @@ class TrainNetSeveralDatasetsTest(unittest.TestCase):
         datasets = ("cdam_voc21_sem_seg_val", "ade20k_sem_seg_val", "cityscapes_fine_sem_seg_val")
         with tempfile.TemporaryDirectory() as tmp:
             root, output_dir = os.path.join(tmp, "datasets"), os.path.join(tmp, "out")
-            make_toy_datasets(root)
-            write_builtin_toy_layouts(root)
+            make_toy_datasets(root)  # the raw layouts of every dataset, prepared
             templates = os.path.join(tmp, "templates.txt")
             with open(templates, "w") as f:
                 f.write("a photo of a {}.\n")

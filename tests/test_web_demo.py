@@ -83,6 +83,7 @@ class TestWebDemoCallbacks(unittest.TestCase):
                 f.write("a photo of a {}.\n")
             segmenter = web_demo.Segmenter([CDAM_TOY, clustercam], [
                 "MODEL.DEVICE", "cpu", "MODEL.CDAM.TEMPLATES", templates, "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"])
+            self.addCleanup(segmenter.close)
             image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
             overlay, legend, label_path, _ = segmenter.segment(image, "background; cat, kitten",
                                                                "cdam_voc21_toy_eval.yaml", "sclip", False, 0.4)
@@ -94,6 +95,8 @@ class TestWebDemoCallbacks(unittest.TestCase):
             self.assertIn("untrained", web_demo.describe_weights(segmenter.cfgs["clustercam_voc_toy.yaml"])[1])
             with self.assertRaisesRegex(gr.Error, "empty name"):
                 segmenter.segment(image, "cat;;dog", "cdam_voc21_toy_eval.yaml", "sclip", False, 0.4)
+            segmenter.close()
+            self.assertFalse(os.path.exists(label_path))
 
 
 @requires_detectron2
@@ -115,8 +118,10 @@ class TestWebDemoInBrowser(unittest.TestCase):
             write_scene(image_path)
             downloads = os.path.join(folder, "downloads")
             port = free_port()
+            server_tmp = os.path.join(folder, "tmp")  # where the server keeps its download files
+            os.makedirs(server_tmp)
             env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-                       GRADIO_TEMP_DIR=os.path.join(folder, "gradio"))
+                       GRADIO_TEMP_DIR=os.path.join(folder, "gradio"), TMPDIR=server_tmp)
             server = subprocess.Popen(
                 [sys.executable, os.path.join(REPO, "tools", "web_demo.py"), "--config-file", CDAM_TOY,
                  "--port", str(port), "--opts", "MODEL.DEVICE", "cpu", "MODEL.CDAM.TEMPLATES", templates,
@@ -182,6 +187,7 @@ class TestWebDemoInBrowser(unittest.TestCase):
                     server.kill()
                     server.wait()
                 server.stdout.close()
+            self.assertEqual(os.listdir(server_tmp), [])  # a terminated server removes its files
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ CLIP_MODEL tiny:ViT-B-16 for a small random model). Config overrides go after --
 import argparse
 import html
 import os
+import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -90,7 +92,11 @@ class Segmenter:
         self.cfgs = {name: load_predictor_cfg(path, self.opts) for name, path in self.configs.items()}
         self.predictors = OrderedDict()
         self.lock = threading.Lock()
-        self.output_dir = tempfile.mkdtemp(prefix="cdam_web_demo_")
+        self.output_dir = tempfile.mkdtemp(prefix="cdam_web_demo_")  # the downloads; removed by close()
+
+    def close(self):
+        """Remove the files written for the page's downloads."""
+        shutil.rmtree(self.output_dir, ignore_errors=True)
 
     def is_cdam(self, config_name) -> bool:
         return self.cfgs[config_name].MODEL.META_ARCHITECTURE == "CDAM"
@@ -193,13 +199,18 @@ def main(argv=None):
         segmenter = Segmenter(args.config_file, args.opts)
     except (ValueError, FileNotFoundError, KeyError) as error:
         parser.error(str(error))
-    first = next(iter(segmenter.cfgs.values()))
-    # Build the first model now: its weights load before the page opens, and a bad config fails here.
-    segmenter.predictor(next(iter(segmenter.cfgs)), first.MODEL.CDAM.BASE, first.MODEL.CDAM.USE_CDAM)
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])  # system fonts: nothing fetched online
-    build_page(segmenter).launch(server_name=args.host, server_port=args.port, theme=theme, css=CSS,
-                                 footer_links=[], allowed_paths=[segmenter.output_dir])
+    # A terminated server unwinds like Ctrl-C, so the download files are removed either way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        first = next(iter(segmenter.cfgs.values()))
+        # Build the first model now: its weights load before the page opens, and a bad config fails here.
+        segmenter.predictor(next(iter(segmenter.cfgs)), first.MODEL.CDAM.BASE, first.MODEL.CDAM.USE_CDAM)
+        theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                                  font_mono=["ui-monospace", "monospace"])  # system fonts: nothing fetched online
+        build_page(segmenter).launch(server_name=args.host, server_port=args.port, theme=theme, css=CSS,
+                                     footer_links=[], allowed_paths=[segmenter.output_dir])
+    finally:
+        segmenter.close()
     return 0
 
 

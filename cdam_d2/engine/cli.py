@@ -5,8 +5,10 @@ import os
 
 import torch
 import yaml
+from torch import distributed as dist
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.engine import launch as detectron2_launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -116,6 +118,24 @@ def main(args, setup_cfg=setup, trainer_cls=Trainer):
     trainer = trainer_cls(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
+
+
+def launch(main_fn, num_processes, num_machines=1, machine_rank=0, dist_url=None, args=()):
+    """Detectron2's ``launch``, whose workers also shut their process group down after ``main_fn``.
+
+    A worker that exits with its gloo group alive can abort at exit ("terminate called without an
+    active exception", SIGABRT) after its work is done, failing a finished run; ``main_fn`` must
+    be importable by name."""
+    detectron2_launch(_run_then_release_process_group, num_processes, num_machines=num_machines,
+                      machine_rank=machine_rank, dist_url=dist_url, args=(main_fn, args))
+
+
+def _run_then_release_process_group(main_fn, args):
+    result = main_fn(*args)
+    if dist.is_available() and dist.is_initialized():
+        comm.synchronize()  # no rank tears down while another still communicates
+        dist.destroy_process_group()
+    return result
 
 
 def run_from_command_line(main_fn=main):
