@@ -113,3 +113,30 @@ class TrainNetSeveralDatasetsTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def _record_process_group(record):
+    from torch import distributed as dist
+
+    record.append(dist.is_initialized())
+    return "result"
+
+
+@requires_detectron2
+class LaunchReleasesProcessGroupTest(unittest.TestCase):
+    def test_worker_destroys_its_group_after_main(self):
+        from torch import distributed as dist
+
+        from cdam_d2.engine.cli import _run_then_release_process_group
+
+        with tempfile.TemporaryDirectory() as tmp:
+            dist.init_process_group("gloo", init_method=f"file://{os.path.join(tmp, 'store')}", rank=0,
+                                    world_size=1)
+            try:
+                record = []
+                self.assertEqual(_run_then_release_process_group(_record_process_group, (record,)), "result")
+                self.assertEqual(record, [True])  # main ran inside the group ...
+                self.assertFalse(dist.is_initialized())  # ... which is gone afterwards
+            finally:
+                if dist.is_initialized():
+                    dist.destroy_process_group()

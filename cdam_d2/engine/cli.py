@@ -9,6 +9,7 @@ from torch import distributed as dist
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.engine import launch as detectron2_launch
+from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -120,18 +121,20 @@ def main(args, setup_cfg=setup, trainer_cls=Trainer):
     return trainer.train()
 
 
-def launch(main_fn, num_processes, num_machines=1, machine_rank=0, dist_url=None, args=()):
-    """Detectron2's ``launch``, whose workers also shut their process group down after ``main_fn``.
+def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None, args=(),
+           timeout=DEFAULT_TIMEOUT):
+    """Detectron2's ``launch`` (same arguments), whose workers also shut their process group down
+    after ``main_func``.
 
     A worker that exits with its gloo group alive can abort at exit ("terminate called without an
-    active exception", SIGABRT) after its work is done, failing a finished run; ``main_fn`` must
+    active exception", SIGABRT) after its work is done, failing a finished run; ``main_func`` must
     be importable by name."""
-    detectron2_launch(_run_then_release_process_group, num_processes, num_machines=num_machines,
-                      machine_rank=machine_rank, dist_url=dist_url, args=(main_fn, args))
+    detectron2_launch(_run_then_release_process_group, num_gpus_per_machine, num_machines=num_machines,
+                      machine_rank=machine_rank, dist_url=dist_url, args=(main_func, args), timeout=timeout)
 
 
-def _run_then_release_process_group(main_fn, args):
-    result = main_fn(*args)
+def _run_then_release_process_group(main_func, args):
+    result = main_func(*args)
     if dist.is_available() and dist.is_initialized():
         comm.synchronize()  # no rank tears down while another still communicates
         dist.destroy_process_group()
