@@ -147,8 +147,9 @@ def write_voc_like(root, num_images, seed=0):
 # ------------------------------------------------------------------------------------------------- floors
 def vit_matmul_gflop(model_name="ViT-B-16", crop=448, cdam_second_pass=True, queries=101, dataset_queries=21):
     """Matrix FLOPs of one window: the plain ViT forward, and CDAM's pipeline (blocks 1..L-1, the
-    MaskCLIP first pass of the last block, the CDAM second pass with its N x N map on the values, the
-    two projections and cosine logits). Counted from the open_clip model config, 2 FLOPs per MAC."""
+    MaskCLIP first pass of the last block, the CDAM second pass with its N x N map on the first pass's
+    values (computed once for both passes, as ``dense_clip`` does), the two projections and cosine
+    logits). Counted from the open_clip model config, 2 FLOPs per MAC."""
     import open_clip
 
     config = open_clip.get_model_config(model_name)
@@ -166,7 +167,7 @@ def vit_matmul_gflop(model_name="ViT-B-16", crop=448, cdam_second_pass=True, que
     value = 2 * tokens * width * width
     project = 2 * tokens * width * embed
     first_pass = value + out + mlp + project + 2 * patches * embed * queries
-    second_pass = value + 2 * patches * patches * width + out + mlp + project + 2 * patches * embed * dataset_queries
+    second_pass = 2 * patches * patches * width + out + mlp + project + 2 * patches * embed * dataset_queries
     cdam = embedding + (layers - 1) * block + first_pass + (second_pass if cdam_second_pass else 0)
     return vit / 1e9, cdam / 1e9
 
@@ -302,8 +303,6 @@ def agreement_with(reference, outputs):
 
 def loader_ms_per_image(model, loader, evaluator, warmup_images):
     """ms per image over the loader, after ``warmup_images`` images (workers started, caches warm)."""
-    import torch
-
     count, start = 0, None
     for index, batch in enumerate(loader):
         if index == warmup_images:
@@ -325,7 +324,7 @@ def bench_clustercam(args, rows):
     from detectron2.utils.events import EventStorage
 
     from cdam_d2.engine import Trainer
-    from cdam_d2.modeling.clustercam import CRFParams, DenseCRFPostProcessor
+    from cdam_d2.modeling.clustercam import CRFParams, CRFWorkerPool, DenseCRFPostProcessor
 
     config = "clustercam_voc.yaml" if DEVICE == "cuda" else "quick_schedules/clustercam_voc_toy.yaml"
     cfg = load_cfg(config, "MODEL.CLUSTERCAM.PRETRAINED", "", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False")
@@ -368,17 +367,15 @@ def bench_clustercam(args, rows):
     params = CRFParams(crf.NUM_ITERS, crf.GAUSSIAN_SXY, crf.GAUSSIAN_COMPAT, crf.BILATERAL_SXY, crf.BILATERAL_SRGB,
                        crf.BILATERAL_COMPAT)
     workers = os.cpu_count()
-    runner = DenseCRFPostProcessor(params, num_workers=workers)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (*VOC_SIZE, 3), dtype=np.uint8) for _ in range(2 * workers)]
     probs = [rng.random((21, *VOC_SIZE), dtype=np.float32) for _ in images]
-    try:
-        runner(images[:workers], probs[:workers])  # starts the pool
+    with CRFWorkerPool(workers) as pool:  # as an evaluation holds it
+        runner = DenseCRFPostProcessor(params, pool)
+        runner(images[:workers], probs[:workers])  # the workers are up and warm
         start = time.perf_counter()
         runner(images, probs)
         rate = len(images) / (time.perf_counter() - start)
-    finally:
-        runner.close()
     rows.append({"part": "ClusterCAM", "measurement": f"dense CRF 375×500, 21 labels, {params.num_iters} iterations, "
                  f"{workers} worker processes", "value": f"{rate:.1f} images/s", "reference": "CPU (pydensecrf)"})
 

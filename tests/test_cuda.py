@@ -423,22 +423,24 @@ class TestCRFOnCUDAPredictions(unittest.TestCase):
 
         from cdam_d2.modeling.clustercam import CRFParams, dense_crf
 
+        from cdam_d2.engine import Trainer
+
         torch.manual_seed(0)
-        with_crf = build_model(load_cfg(CLUSTERCAM_TOY, "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "True",
-                                        "MODEL.CLUSTERCAM.TEST.CRF.NUM_WORKERS", "2")).eval()
+        crf_cfg = load_cfg(CLUSTERCAM_TOY, "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "True",
+                           "MODEL.CLUSTERCAM.TEST.CRF.NUM_WORKERS", "2")
+        with_crf = build_model(crf_cfg).eval()
         without_crf = build_model(load_cfg(CLUSTERCAM_TOY, "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False")).eval()
         without_crf.load_state_dict(with_crf.state_dict())
         records = [{"image": torch.from_numpy(scene(seed, height, width)).permute(2, 0, 1).contiguous(),
                     "height": out_height, "width": out_width}
                    for seed, (height, width, out_height, out_width) in
                    enumerate([(75, 100, 75, 100), (64, 96, 128, 192), (90, 70, 90, 70)])]
-        try:
-            with torch.no_grad():
-                outputs = with_crf(records)
-                probabilities = without_crf([dict(r, height=r["image"].shape[1], width=r["image"].shape[2])
-                                             for r in records])
-        finally:
-            with_crf.crf.close()
+        # The CRF worker pool lives as long as an evaluation, as in Trainer.test.
+        with Trainer.evaluation_context(crf_cfg, with_crf), torch.no_grad():
+            self.assertIsNotNone(with_crf.crf.pool)
+            outputs = with_crf(records)
+            probabilities = without_crf([dict(r, height=r["image"].shape[1], width=r["image"].shape[2])
+                                         for r in records])
         cfg_crf = load_cfg(CLUSTERCAM_TOY).MODEL.CLUSTERCAM.TEST.CRF
         params = CRFParams(cfg_crf.NUM_ITERS, cfg_crf.GAUSSIAN_SXY, cfg_crf.GAUSSIAN_COMPAT, cfg_crf.BILATERAL_SXY,
                            cfg_crf.BILATERAL_SRGB, cfg_crf.BILATERAL_COMPAT)

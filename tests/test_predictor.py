@@ -250,6 +250,29 @@ class TestClusterCAMPredictor(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "fixed classes"):
             build_predictor(CLUSTERCAM_TOY, "cat; dog", opts=opts)
 
+    def test_pickled_weights_follow_the_config_opt_in(self):
+        from detectron2.modeling import build_model
+
+        from cdam_d2.engine import load_cfg
+        from cdam_d2.engine.predictor import build_predictor
+        from cdam_d2.weight_files import PickledWeightsError
+        from tests.test_checkpoint import CreatesDirectory
+
+        opts = ["MODEL.DEVICE", "cpu", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"]
+        torch.manual_seed(3)
+        trained = build_model(load_cfg(CLUSTERCAM_TOY, opts)[0])
+        with tempfile.TemporaryDirectory() as folder:
+            marker, path = os.path.join(folder, "code_ran"), os.path.join(folder, "weights.pth")
+            torch.save({"model": trained.state_dict(), "extra": CreatesDirectory(marker)}, path)
+            with self.assertRaisesRegex(PickledWeightsError, "CDAM_D2.ALLOW_PICKLED_WEIGHTS True"):
+                build_predictor(CLUSTERCAM_TOY, opts=opts + ["MODEL.WEIGHTS", path])
+            self.assertFalse(os.path.exists(marker))
+            predictor = build_predictor(CLUSTERCAM_TOY, opts=opts + ["MODEL.WEIGHTS", path,
+                                                                     "CDAM_D2.ALLOW_PICKLED_WEIGHTS", "True"])
+            self.assertTrue(os.path.isdir(marker))  # the user opted in: full pickle
+            for (name, expected), loaded in zip(trained.state_dict().items(), predictor.model.state_dict().values()):
+                self.assertTrue(torch.equal(expected, loaded), name)
+
 
 if __name__ == "__main__":
     unittest.main()

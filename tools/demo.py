@@ -19,6 +19,7 @@ Arguments are checked before CLIP is built. An image that cannot be read is repo
 exit status is 1 when some images failed, 2 for bad arguments, 0 otherwise.
 """
 import argparse
+import collections
 import os
 import re
 import sys
@@ -68,7 +69,7 @@ def output_names(paths):
     common = os.path.commonpath([os.path.dirname(path) for path in paths])
     relative = [os.path.relpath(path, common) for path in paths]
     stems = [os.path.splitext(path)[0] for path in relative]
-    clashing = {stem for stem in stems if stems.count(stem) > 1}
+    clashing = {stem for stem, count in collections.Counter(stems).items() if count > 1}
     return [path if stem in clashing else stem for path, stem in zip(relative, stems)]
 
 
@@ -95,7 +96,6 @@ def check_arguments(args, cfg):
 
 def main(argv=None):
     from cdam_d2.engine import predictor as predictors
-    from cdam_d2.engine.cli import UnsafeConfigError
     from cdam_d2.engine.overlay import class_colors, render_overlay, save_label_png
 
     parser = build_parser()
@@ -104,7 +104,7 @@ def main(argv=None):
         cfg = predictors.load_predictor_cfg(args.config_file, args.opts,
                                              allow_unsafe_yaml=args.allow_unsafe_config)
         images = check_arguments(args, cfg)
-    except (ValueError, FileNotFoundError, KeyError, UnsafeConfigError) as error:
+    except (ValueError, FileNotFoundError, KeyError) as error:  # UnsafeConfigError is a ValueError
         parser.error(str(error))
     predictor = predictors.build_predictor(cfg, args.vocabulary, dataset=args.dataset or None, input_format="RGB")
     colors = class_colors(predictor.names)

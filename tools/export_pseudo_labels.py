@@ -60,7 +60,7 @@ def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
 
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        CoveringCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        CoveringCheckpointer.from_cfg(model, cfg).load(cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: exporting labels of an untrained ClusterCAM head.")
     model.eval()

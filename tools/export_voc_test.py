@@ -71,14 +71,9 @@ def prediction_context(cfg, model):
     import torch
     from detectron2.evaluation.evaluator import inference_context
 
-    from cdam_d2.engine.trainer import method_recipe
+    from cdam_d2.engine import Trainer
 
-    open_context = method_recipe(cfg, "evaluation_context")
-    with contextlib.ExitStack() as stack:
-        if open_context is not None:
-            stack.enter_context(open_context(cfg, model))
-        stack.enter_context(inference_context(model))
-        stack.enter_context(torch.no_grad())
+    with Trainer.evaluation_context(cfg, model), inference_context(model), torch.no_grad():
         yield
 
 
@@ -103,7 +98,7 @@ def export(cfg, dataset_name, output_dir, competition="comp6"):
     records = DatasetCatalog.get(dataset_name)
     model = Trainer.build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        CoveringCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        CoveringCheckpointer.from_cfg(model, cfg).load(cfg.MODEL.WEIGHTS)
     elif any(p.requires_grad for p in model.parameters()):
         logger.warning("MODEL.WEIGHTS is empty: exporting the predictions of an untrained model.")
 

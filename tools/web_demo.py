@@ -87,9 +87,8 @@ class Segmenter:
     def __init__(self, config_files, opts):
         from cdam_d2.engine.predictor import load_predictor_cfg
 
-        self.configs = OrderedDict((os.path.basename(path), path) for path in config_files)
         self.opts = list(opts)
-        self.cfgs = {name: load_predictor_cfg(path, self.opts) for name, path in self.configs.items()}
+        self.cfgs = {os.path.basename(path): load_predictor_cfg(path, self.opts) for path in config_files}
         self.predictors = OrderedDict()
         self.lock = threading.Lock()
         self.output_dir = tempfile.mkdtemp(prefix="cdam_web_demo_")  # the downloads; removed by close()
@@ -152,7 +151,7 @@ class Segmenter:
 def build_page(segmenter):
     import gradio as gr
 
-    names = list(segmenter.configs)
+    names = list(segmenter.cfgs)
     css_class, banner = describe_weights(segmenter.cfgs[names[0]])
     with gr.Blocks(title="cdam_d2: open-vocabulary segmentation") as page:
         gr.Markdown("## cdam_d2 · open-vocabulary segmentation\nCDAM (ICLR 2025) on CLIP, in Detectron2. "

@@ -8,7 +8,7 @@ _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 _EXIF_ORIENTATION = 0x0112
 # What PIL raises for missing, truncated or damaged files (SyntaxError and struct.error for some
 # broken headers).
-_DAMAGE_ERRORS = (OSError, SyntaxError, EOFError, struct.error)
+DAMAGE_ERRORS = (OSError, SyntaxError, EOFError, struct.error)
 
 
 class UnreadableImageError(OSError):
@@ -41,7 +41,7 @@ def read_image_checked(record, format=None):
 
     try:
         return read_image(record["file_name"], format=format)
-    except _DAMAGE_ERRORS as error:
+    except DAMAGE_ERRORS as error:
         raise _unreadable(record, error) from error
 
 
@@ -55,6 +55,6 @@ def oriented_image_size(record):
                 orientation = image.getexif().get(_EXIF_ORIENTATION)
             except Exception:  # a malformed EXIF block is ignored, as read_image ignores it
                 orientation = None
-    except _DAMAGE_ERRORS as error:
+    except DAMAGE_ERRORS as error:
         raise _unreadable(record, error) from error
     return (width, height) if orientation in _TRANSPOSING_ORIENTATIONS else (height, width)

@@ -1,20 +1,18 @@
 """Predict a dataset and write one label PNG per image, resumably (shared by tools/export_*.py;
 no detectron2 needed).
 
-Each file is written under a temporary name and renamed (:func:`write_atomically`). A re-run skips
+Each file is written under a temporary name and renamed (:func:`save_label_png`). A re-run skips
 the images whose PNG decodes completely at the image's size and in the expected mode, and writes
 the others again, so an interrupted export resumes and a file damaged afterwards is replaced.
 """
 import logging
 import os
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from .datasets.pseudo_labels import label_file_name
 from .image_io import oriented_image_size
-from .prepare.files import is_complete_file, prepare_output_dir, save_label_png, write_atomically
+from .prepare.files import is_complete_file, prepare_output_dir, save_label_png
 
 logger = logging.getLogger("cdam_d2.label_export")
 
@@ -58,15 +56,7 @@ class LabelPNGWriter:
 
     def write(self, record, label):
         """Write ``label`` (uint8 (H, W) array) as the record's PNG, atomically."""
-        path = self.path_for(record)
-        if self.palette is None:
-            save_label_png(label, path)
-            return
-        if label.dtype != np.uint8 or label.ndim != 2:
-            raise ValueError(f"Label map for {path} must be a uint8 (H, W) array, got {label.dtype} {label.shape}.")
-        image = Image.fromarray(label).convert("P")  # same indices (uint8 -> "L" -> "P"), then the colours
-        image.putpalette(self.palette)
-        write_atomically(path, lambda temp_path: image.save(temp_path, format="PNG"))
+        save_label_png(label, self.path_for(record), self.palette)
 
 
 def export_label_maps(batches, writer, predict, total, desc):

@@ -31,6 +31,12 @@ class CoveringCheckpointer(DetectionCheckpointer):
         self.allow_pickled_weights = allow_pickled_weights
         self._source = "MODEL.WEIGHTS"
 
+    @classmethod
+    def from_cfg(cls, model, cfg, save_dir="", **kwargs):
+        """The checkpointer of ``model`` with the config's pickle opt-in
+        (``CDAM_D2.ALLOW_PICKLED_WEIGHTS``), which every reader of ``MODEL.WEIGHTS`` must honour."""
+        return cls(model, save_dir, allow_pickled_weights=cfg.CDAM_D2.ALLOW_PICKLED_WEIGHTS, **kwargs)
+
     def resume_or_load(self, path, *, resume=True):
         if not (resume and self.has_checkpoint()):
             return super().resume_or_load(path, resume=resume)

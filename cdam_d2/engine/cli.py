@@ -105,8 +105,7 @@ def main(args, setup_cfg=setup, trainer_cls=Trainer):
     cfg = setup_cfg(args)
     if args.eval_only:
         model = trainer_cls.build_model(cfg)
-        checkpointer = CoveringCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
-                                            allow_pickled_weights=cfg.CDAM_D2.ALLOW_PICKLED_WEIGHTS)
+        checkpointer = CoveringCheckpointer.from_cfg(model, cfg, cfg.OUTPUT_DIR)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         loaded = cfg.MODEL.WEIGHTS or (args.resume and checkpointer.has_checkpoint())
         if not loaded and any(p.requires_grad for p in model.parameters()):

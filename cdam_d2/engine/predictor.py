@@ -62,10 +62,12 @@ def read_image_rgb(path: str) -> np.ndarray:
     8 bits). Raises ``OSError`` naming the file when it cannot be read."""
     from PIL import Image, ImageOps
 
+    from ..data.image_io import DAMAGE_ERRORS
+
     try:
         with Image.open(path) as image:
             return pil_to_rgb(ImageOps.exif_transpose(image))
-    except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+    except DAMAGE_ERRORS + (ValueError,) as error:  # ValueError: pixels pil_to_rgb refuses
         raise OSError(f"Cannot read image {path!r}: {error}") from error
 
 
@@ -140,7 +142,7 @@ class SegmentationPredictor:
 
         model = build_model(self.cfg).eval()
         if self.cfg.MODEL.WEIGHTS:
-            CoveringCheckpointer(model).load(self.cfg.MODEL.WEIGHTS)
+            CoveringCheckpointer.from_cfg(model, self.cfg).load(self.cfg.MODEL.WEIGHTS)
         return model
 
     @property
@@ -189,12 +191,12 @@ class CDAMPredictor(SegmentationPredictor):
             dataset = dataset or (self.cfg.DATASETS.TEST[0] if len(self.cfg.DATASETS.TEST) else "")
             if not dataset:
                 raise ValueError("Give a vocabulary or a dataset: the config has no DATASETS.TEST")
-            parsed = self.model.dataset_vocabulary(dataset)
-            names = list(MetadataCatalog.get(dataset).get("stuff_classes", None) or class_names(parsed))
+            self._queries = self.model.dataset_queries(dataset)  # cached per dataset by the model
+            self._names = list(MetadataCatalog.get(dataset).get("stuff_classes", None)
+                               or class_names(self.model.dataset_vocabulary(dataset)))
         else:
-            names = class_names(parsed)
-        self._queries = self.model.text_queries(parsed)
-        self._names = names
+            self._queries = self.model.text_queries(parsed)
+            self._names = class_names(parsed)
 
     @torch.no_grad()
     def _predict(self, images, probabilities):

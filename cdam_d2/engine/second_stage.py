@@ -98,7 +98,7 @@ class SecondStageTrainer(Trainer):
         if resume and self.checkpointer.has_checkpoint():
             super().resume_or_load(resume=True)  # the run's own checkpoint: every weight covered
         elif self.cfg.MODEL.WEIGHTS:
-            ImageNetInitCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+            ImageNetInitCheckpointer.from_cfg(self.model, self.cfg).load(self.cfg.MODEL.WEIGHTS)
         else:
             logger.warning("MODEL.WEIGHTS is empty: the backbone starts from random init.")
 

@@ -11,6 +11,7 @@ The Trainer knows no method by name. A meta-architecture class may define any of
 
 So a third method declares its recipe next to its meta-architecture and touches no shared file.
 """
+import contextlib
 import os
 import weakref
 
@@ -59,8 +60,7 @@ class Trainer(DefaultTrainer):
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = CoveringCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
-                                                 allow_pickled_weights=cfg.CDAM_D2.ALLOW_PICKLED_WEIGHTS)
+        self.checkpointer = CoveringCheckpointer.from_cfg(model, cfg, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -72,12 +72,16 @@ class Trainer(DefaultTrainer):
         return adapt(self.cfg, self, hooks) if adapt else hooks
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None):
+    def evaluation_context(cls, cfg, model):
+        """The method's ``evaluation_context`` for ``model`` (worker pools, ...), or a null context."""
         open_context = method_recipe(cfg, "evaluation_context")
         if open_context is None:
-            return super().test(cfg, model, evaluators)
-        unwrapped = model.module if isinstance(model, DistributedDataParallel) else model
-        with open_context(cfg, unwrapped):
+            return contextlib.nullcontext()
+        return open_context(cfg, model.module if isinstance(model, DistributedDataParallel) else model)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        with cls.evaluation_context(cfg, model):
             return super().test(cfg, model, evaluators)
 
     @classmethod

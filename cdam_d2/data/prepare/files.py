@@ -92,18 +92,24 @@ def is_complete_file(path, size=None, mode=None):
     return True
 
 
-def save_label_png(label, path):
-    """Write a label map as a single-channel 8-bit PNG.
+def save_label_png(label, path, palette=None):
+    """Write a label map as an 8-bit PNG, atomically: single-channel, or with ``palette`` a palette
+    PNG of the same indices (as VOC's ``SegmentationClass``).
 
     Args:
         label (np.ndarray): uint8 array of shape (H, W) holding class indices.
         path (str): destination ``.png``.
+        palette (list[int] or bytes or None): 768 RGB entries for a palette (``P``) PNG.
     """
     if label.dtype != np.uint8 or label.ndim != 2:
         raise ValueError(
             f"Label map for {path} must be a uint8 (H, W) array, got {label.dtype} {label.shape}."
         )
-    write_atomically(path, lambda temp_path: Image.fromarray(label).save(temp_path, format="PNG"))
+    image = Image.fromarray(label)
+    if palette is not None:
+        image = image.convert("P")  # same indices (uint8 -> "L" -> "P"), then the colours
+        image.putpalette(palette)
+    write_atomically(path, lambda temp_path: image.save(temp_path, format="PNG"))
 
 
 def save_json(obj, path):

@@ -248,11 +248,13 @@ def _config_quick_gelu(model_name: str) -> bool:
     return bool((open_clip.get_model_config(model_name) or {}).get("quick_gelu", False))
 
 
-def _model_from_config(config: Dict, source: str):
-    """A standard open_clip ``CLIP`` of ``config`` (the class ``create_model`` builds for such configs)."""
+def _model_from_config(config: Dict, source: str, quick_gelu: bool):
+    """A standard open_clip ``CLIP`` of ``config`` (the class ``create_model`` builds for such configs),
+    with QuickGELU where the config or ``quick_gelu`` asks for it."""
     import open_clip
 
     config = copy.deepcopy(config)
+    config["quick_gelu"] = config.get("quick_gelu", False) or quick_gelu
     if (config.pop("custom_text", False) or "hf_model_name" in config.get("text_cfg", {})
             or "timm_model_name" in config.get("vision_cfg", {})):
         raise ValueError(f"{source}: OpenAI checkpoints fit standard CLIP models (open_clip ViT vision tower and "
@@ -308,9 +310,7 @@ def build_clip(model_name: str = "ViT-B-16", weights: str = "openai", force_quic
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # random weights are reproducible, so cached text embeddings stay valid
         if model_name.startswith(TINY_PREFIX):
-            config = tiny_model_config(base_name)
-            config["quick_gelu"] = config.get("quick_gelu", False) or quick_gelu
-            model = _model_from_config(config, model_name)
+            model = _model_from_config(tiny_model_config(base_name), model_name, quick_gelu)
         elif checkpoint is None:
             model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick_gelu)
         elif checkpoint.readable_by_open_clip and _factory_reads_weights_only():
@@ -320,9 +320,7 @@ def build_clip(model_name: str = "ViT-B-16", weights: str = "openai", force_quic
             except (RuntimeError, AssertionError, KeyError) as error:  # open_clip's mismatch reports
                 raise ValueError(f"{mismatch}: {str(error)[:600]}") from error
         else:
-            config = copy.deepcopy(open_clip.get_model_config(model_name))
-            config["quick_gelu"] = config.get("quick_gelu", False) or quick_gelu
-            model = _model_from_config(config, mismatch)
+            model = _model_from_config(open_clip.get_model_config(model_name), mismatch, quick_gelu)
             _load_strictly(model, checkpoint.state_dict, mismatch)
     identity = resolved.identity + (f"|seed{seed}" if resolved.path is None else "")
     identity += "|quickgelu" if quick_gelu else "|gelu"

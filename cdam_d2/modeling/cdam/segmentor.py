@@ -43,11 +43,13 @@ class SegmentationResult:
             that ``scores.argmax(0)`` is the final label map.
         logits: (Q_D, H0, W0) merged cosine logits at the output size.
         threshold: background threshold applied to the max class probability.
+        probabilities: (C, H0, W0) class probabilities (``scores`` before the background rule).
     """
 
     scores: torch.Tensor
     logits: torch.Tensor
     threshold: float
+    probabilities: torch.Tensor
 
 
 class CDAMSegmentor(nn.Module):
@@ -187,4 +189,4 @@ class CDAMSegmentor(nn.Module):
             logits = refine_masks(guide, logits, self.pamr_steps, self.pamr_dilations)
         logits = logits[0]
         probs = class_probabilities(logits, text.query_to_class, text.num_classes, self.logit_scale)
-        return SegmentationResult(encode_background(probs, threshold), logits, threshold)
+        return SegmentationResult(encode_background(probs, threshold), logits, threshold, probs)

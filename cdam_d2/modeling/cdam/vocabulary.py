@@ -26,18 +26,18 @@ class Vocabulary:
     num_classes: int
 
 
-def parse_class_lines(lines: Sequence[str], source: str = "<vocabulary>") -> Vocabulary:
+def parse_class_lines(lines: Sequence[str], source: str = "<vocabulary>",
+                      how_to_write: str = "write one class per line with synonyms separated by ','") -> Vocabulary:
     """Parse one class per entry; synonyms are separated by commas.
 
     Whitespace around each synonym is dropped (so the released ``"wood "`` gives ``"wood"``, which tokenizes
-    identically). Empty entries raise, naming ``source``.
+    identically). Empty entries raise, naming ``source`` and saying ``how_to_write`` the entries.
     """
     queries, query_to_class = [], []
     for class_index, line in enumerate(lines):
         names = [name.strip() for name in line.strip().split(",")]
         if not all(names):
-            raise ValueError(f"{source}: class {class_index} ({line!r}) has an empty name; "
-                             "write one class per line with synonyms separated by ','")
+            raise ValueError(f"{source}: class {class_index} ({line.strip()!r}) has an empty name; {how_to_write}")
         queries.extend(names)
         query_to_class.extend([class_index] * len(names))
     if not queries:
@@ -79,11 +79,8 @@ def parse_vocabulary_string(text: str) -> Vocabulary:
     if not text.strip():
         raise ValueError("The vocabulary is empty: give classes separated by ';' (synonyms by ','), "
                          'e.g. "background; cat; dog, puppy"')
-    for index, entry in enumerate(entries):
-        if not all(name.strip() for name in entry.split(",")):
-            raise ValueError(f"Vocabulary {text!r}: class {index} ({entry.strip()!r}) has an empty name; "
-                             "separate classes by ';' and synonyms by ','")
-    return parse_class_lines(entries, source=f"vocabulary {text!r}")
+    return parse_class_lines(entries, source=f"Vocabulary {text!r}",
+                             how_to_write="separate classes by ';' and synonyms by ','")
 
 
 def atp_words() -> List[str]:

@@ -14,7 +14,6 @@ from detectron2.utils import comm
 from ...data.datasets.class_names import class_names_file_for
 from ..cdam import CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, TextQueries, build_clip, load_templates
 from ..cdam.full_size import full_size_predictions
-from ..cdam.postprocess import class_probabilities
 from ..cdam.vocabulary import Vocabulary, parse_class_lines, read_class_names_file
 
 logger = logging.getLogger(__name__)
@@ -214,10 +213,8 @@ class CDAM(nn.Module):
         merged, threshold = self.segmentor.merged_logits(normalized, queries)
         if self.segmentor.pamr_steps > 0:  # PAMR refines the whole full-size map at once
             result = self.segmentor.postprocess(merged, threshold, normalized, (height, width), queries)
-            probs = class_probabilities(result.logits, queries.query_to_class, queries.num_classes,
-                                        self.segmentor.logit_scale)
             labels = result.scores.argmax(dim=0).int().cpu()
-            return labels, probs.float().cpu() if with_probabilities else None
+            return labels, result.probabilities.float().cpu() if with_probabilities else None
         return full_size_predictions(merged, (height, width), queries.query_to_class, queries.num_classes,
                                      self.segmentor.logit_scale, threshold, with_probabilities)
 

@@ -18,6 +18,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
 
+from ...data.prepare.files import write_atomically
+
 __all__ = ["EvaluationSchedule", "clustercam_hooks"]
 
 logger = logging.getLogger(__name__)
@@ -102,16 +104,15 @@ class ModelOnlyCheckpointer(DetectionCheckpointer):
     def save(self, name, **kwargs):
         path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info(f"Saving weights to {path}")
-        temporary = f"{path}.tmp"
-        torch.save({"model": self.model.state_dict(), **kwargs}, temporary)
-        os.replace(temporary, path)
+        write_atomically(path, lambda temporary: torch.save({"model": self.model.state_dict(), **kwargs}, temporary))
 
 
 def write_json_atomically(path, record):
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(temporary, path)
+    def write(temporary):
+        with open(temporary, "w") as f:
+            json.dump(record, f, indent=2)
+
+    write_atomically(path, write)
 
 
 class BestMIoUCheckpointer(d2_hooks.BestCheckpointer):
