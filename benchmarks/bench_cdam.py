@@ -16,8 +16,12 @@ The released code needs mmseg; only its segmentor, CLIP and PAMR modules are use
 replaced by minimal stand-ins defined here (a base ``nn.Module``, a registry decorator, a pixel-data dict).
 Its CPU path allocates its attention buffer in fp16; the benchmark hands it an fp32 one (spec §9 #1).
 
-    python benchmarks/bench_cdam.py [--device cpu|cuda] [--threads N] [--rounds 3]
-                                    [--released-code /path/to/CDAM-CLIP] [--memory]
+``--precision`` is this package's backbone precision (``MODEL.CDAM.PRECISION`` on CUDA, default fp16;
+``MODEL.CDAM.CPU_PRECISION`` on CPU, default fp32, or bf16). The released code runs in its own precision
+(fp16 on CUDA, fp32 on CPU) unless ``--released-autocast`` runs it under the same autocast.
+
+    python benchmarks/bench_cdam.py [--device cpu|cuda] [--precision fp32|fp16|bf16] [--threads N] [--rounds 3]
+                                    [--released-code /path/to/CDAM-CLIP] [--released-autocast] [--memory]
 """
 import argparse
 import contextlib
@@ -42,6 +46,7 @@ from cdam_d2.modeling.cdam.segmentor import STAGES  # noqa: E402
 from cdam_d2.modeling.cdam.vocabulary import atp_words, read_class_names_file  # noqa: E402
 
 NUM_DATASET, NUM_ATP = 21, 80
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CASES = {1: ((448, 448), (375, 375)), 2: ((448, 597), (375, 500)), 3: ((448, 673), (333, 500))}
 
 
@@ -132,9 +137,13 @@ def build_released(code, model, text, device, folder):
     return released, backbone
 
 
-def run_released(released, image, output_size):
-    """Labels of the released pipeline (sliding windows, post-processing) for one (3, H1, W1) image."""
-    logits = released.forward_slide(image[None], [{"ori_shape": output_size}], 224, 448)
+def run_released(released, image, output_size, autocast_dtype=None):
+    """Labels of the released pipeline (sliding windows, post-processing) for one (3, H1, W1) image, optionally
+    under autocast."""
+    autocast = (torch.autocast(image.device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                else contextlib.nullcontext())
+    with autocast:
+        logits = released.forward_slide(image[None], [{"ori_shape": output_size}], 224, 448)
     sample = DataSample()
     released.postprocess_result(logits, [sample])
     return sample.data["pred_sem_seg"]["data"][0]
@@ -231,6 +240,12 @@ class PeakRSS:
 
 
 @torch.no_grad()
+def precisions(args):
+    """(this package's backbone dtype, the released code's autocast dtype or None) of the command line."""
+    dtype = DTYPES[args.precision or ("fp16" if args.device == "cuda" else "fp32")]  # the configs' defaults
+    return dtype, (dtype if args.released_autocast and dtype != torch.float32 else None)
+
+
 def measure_memory(row, windows, args):
     """Peak memory of one call (fresh process): MiB above the resident size before it, and the total."""
     model, text = build_model(args.device)
@@ -239,9 +254,10 @@ def measure_memory(row, windows, args):
     with tempfile.TemporaryDirectory() as folder:
         if row == "released":
             released = build_released(args.released_code, model, text, args.device, folder)[0]
-            call = lambda: run_released(released, image, output_size)  # noqa: E731
+            call = lambda: run_released(released, image, output_size, precisions(args)[1])  # noqa: E731
         else:
-            segmentor = CDAMSegmentor(DenseCLIPEncoder(model.visual))
+            segmentor = CDAMSegmentor(DenseCLIPEncoder(model.visual),
+                                      autocast_dtypes={args.device: precisions(args)[0]})
             call = lambda: segmentor(image, output_size, text)  # noqa: E731
         if args.device == "cuda":
             call()
@@ -265,6 +281,10 @@ def spread(values):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=sorted(DTYPES), default="",
+                        help="this package's backbone precision (default: fp16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--released-autocast", action="store_true",
+                        help="run the released code under the same autocast as --precision")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--windows", default="1,2,3", help="window counts to run (1, 2, 3)")
@@ -272,6 +292,8 @@ def main():
     parser.add_argument("--memory", action="store_true", help="also peak memory, one fresh process per row")
     parser.add_argument("--memory-row", nargs=2, help=argparse.SUPPRESS)  # internal: (row, windows)
     args = parser.parse_args()
+    if args.device == "cpu" and args.precision == "fp16":
+        parser.error("--precision fp16 is CUDA only (MODEL.CDAM.CPU_PRECISION is fp32 or bf16)")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_row:
@@ -280,15 +302,14 @@ def main():
     device = args.device
     window_counts = [int(count) for count in args.windows.split(",")]
     model, text = build_model(device)
-    segmentor = CDAMSegmentor(DenseCLIPEncoder(model.visual))
-    dtype = torch.float16 if device == "cuda" else torch.float32  # CUDA runs the backbone in fp16 (PRECISION)
-    if device == "cuda":
-        segmentor.autocast_dtype = torch.float16
+    dtype, released_autocast = precisions(args)
+    segmentor = CDAMSegmentor(DenseCLIPEncoder(model.visual), autocast_dtypes={device: dtype})
     rate = gemm_rate(device, dtype)
     folder = tempfile.TemporaryDirectory()
     released, released_backbone = (build_released(args.released_code, model, text, device, folder.name)
                                    if args.released_code else (None, None))
-    print(f"device {device}, threads {torch.get_num_threads()}, backbone dtype {dtype}, sustained GEMM "
+    print(f"device {device}, threads {torch.get_num_threads()}, backbone dtype {dtype} (released: "
+          f"{released_autocast or 'its own'}), sustained GEMM "
           f"{rate / 1e9:.0f} GFLOP/s, ViT-B/16 random weights, Q = {NUM_DATASET} + {NUM_ATP} ATP, "
           f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f}")
     rows = []
@@ -297,12 +318,13 @@ def main():
         image = torch.randn(3, height, width, generator=torch.Generator().manual_seed(windows)).to(device)
         segmentor(image, output_size, text)  # warm-up (allocator, position-embedding cache)
         if released is not None:
-            run_released(released, image, output_size)
+            run_released(released, image, output_size, released_autocast)
         times = {"ours": [], "released": [], "released backbone": [], **{stage: [] for stage in STAGES}}
         for _ in range(args.rounds):
             if released is not None:
                 released_backbone["seconds"] = 0.0
-                seconds, released_labels = timed(device, lambda: run_released(released, image, output_size))
+                seconds, released_labels = timed(device, lambda: run_released(released, image, output_size,
+                                                                                      released_autocast))
                 times["released"].append(seconds)
                 times["released backbone"].append(released_backbone["seconds"])
             seconds, result = timed(device, lambda: segmentor(image, output_size, text))
@@ -339,6 +361,8 @@ def main():
             for row in ["ours"] + (["released"] if args.released_code else []):
                 command = [sys.executable, __file__, "--device", device, "--threads", str(torch.get_num_threads()),
                            "--released-code", args.released_code, "--memory-row", row, str(windows)]
+                command += (["--precision", args.precision] * bool(args.precision)
+                            + ["--released-autocast"] * args.released_autocast)
                 done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
                 extra, total = json.loads(done.stdout.strip().splitlines()[-1])
                 print(f"  {windows} window(s), {row}: {extra:.0f} / {total:.0f}")

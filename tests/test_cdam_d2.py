@@ -144,6 +144,33 @@ class TestCDAMMetaArch(unittest.TestCase):
         finally:
             self.model.default_dataset = default
 
+    def test_cpu_precision(self):
+        from detectron2.modeling import build_model
+
+        with self.assertRaisesRegex(ValueError, "MODEL.CDAM.CPU_PRECISION 'fp16' is not one of"):
+            build_model(toy_cfg("MODEL.CDAM.CPU_PRECISION", "fp16"))
+        model = build_model(toy_cfg("MODEL.CDAM.CPU_PRECISION", "bf16", "MODEL.CDAM.TEMPLATES",
+                                    one_template_file(self.folder.name), "MODEL.CDAM.TEXT_CACHE_DIR", "")).eval()
+        segmentor = model.segmentor
+        seen = {}
+
+        def record_dtype(module, args, output):
+            seen.setdefault("backbone", output.dtype)
+
+        segmentor.encoder.blocks[0].mlp.c_fc.register_forward_hook(record_dtype)
+        attention_map = segmentor.attention_map
+
+        def record_map(logits):
+            return seen.setdefault("map", attention_map(logits))
+
+        with unittest.mock.patch.object(segmentor, "attention_map", record_map), torch.no_grad():
+            output = model([{"image": torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8), "height": 40,
+                             "width": 60, "meta": {"dataset_name": "cdam_voc21_sem_seg_val"}}])
+        self.assertEqual(seen["backbone"], torch.bfloat16)
+        self.assertEqual(seen["map"].dtype, torch.float32)
+        self.assertEqual(output[0]["sem_seg"].dtype, torch.float32)
+        self.assertEqual(model.text_autocast_dtypes, {"cuda": torch.float16})  # text stays fp32 under bf16
+
     def test_training_mode_raises(self):
         self.model.train()
         try:

@@ -98,6 +98,13 @@ class TestTextEmbedder(unittest.TestCase):
                 self.assertTrue(torch.equal(first, second))
                 TextEmbedder(self.model, self.tokenizer, self.identity + "|other", load_templates(), folder)(names)
                 self.assertEqual(calls.call_count, 2)  # other weights: other cache entry
+                embedder = TextEmbedder(self.model, self.tokenizer, self.identity, load_templates(), folder)
+                in_bf16 = embedder(names, torch.bfloat16)
+                self.assertEqual(calls.call_count, 3)  # other precision: other cache entry
+                self.assertFalse(torch.equal(in_bf16, first))
+                self.assertTrue(torch.equal(embedder(names, torch.bfloat16), in_bf16))
+                self.assertEqual(calls.call_count, 3)
+                self.assertEqual(len(os.listdir(folder)), 3)
 
     def test_truncated_encoding_equals_encode_text(self):
         """All 80 templates x the VOC, Context and COCO-Object names (the real text transformer, sliced)."""

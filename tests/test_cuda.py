@@ -72,13 +72,15 @@ def empty_cuda_cache():
 
 
 # ------------------------------------------------------------------------------------------- CDAM precision
-def segment_images(precision, records, templates, device=DEVICE, model_config=os.path.join(CONFIGS, "cdam_voc21.yaml")):
-    """Segment mapped records with a freshly built CDAM (random CLIP, seed 0) in ``precision``.
+def segment_images(precision, records, templates, device=DEVICE, model_config=os.path.join(CONFIGS, "cdam_voc21.yaml"),
+                   precision_key="MODEL.CDAM.PRECISION"):
+    """Segment mapped records with a freshly built CDAM (random CLIP, seed 0) with ``precision_key`` set to
+    ``precision``.
 
     Returns a list of (SegmentationResult with CPU tensors, Detectron2 output ``sem_seg`` on CPU)."""
     from detectron2.modeling import build_model
 
-    cfg = load_cfg(model_config, "MODEL.CDAM.CLIP_WEIGHTS", "random", "MODEL.CDAM.PRECISION", precision,
+    cfg = load_cfg(model_config, "MODEL.CDAM.CLIP_WEIGHTS", "random", precision_key, precision,
                    "MODEL.CDAM.TEXT_CACHE_DIR", "", "MODEL.CDAM.TEMPLATES", templates, device=device)
     model = build_model(cfg).eval()
     queries = model.dataset_queries(VOC_VAL)
@@ -199,17 +201,19 @@ class TestCDAMPrecisionCUDA(PrecisionChecks, unittest.TestCase):
         cls.folder.cleanup()
 
 
-def cpu_autocast(segmentor, device):
-    """The segmentor's CUDA autocast, on the CPU: the backbone in fp16/bf16, the CDAM map in fp32."""
-    if segmentor.autocast_dtype in (None, torch.float32):
+def cuda_autocast_on_cpu(segmentor, device):
+    """The segmentor's CUDA autocast, on the CPU: the backbone in fp16, the CDAM map in fp32."""
+    dtype = segmentor.autocast_dtypes.get("cuda")
+    if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=segmentor.autocast_dtype)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 @requires_detectron2
 class TestCDAMPrecisionEmulatedOnCPU(PrecisionChecks, unittest.TestCase):
-    """The same checks without a GPU: CPU autocast in place of the CUDA one, on the tiny random CLIP of
-    the toy config (a 224x299 input in 64-pixel windows: 6 x 9 windows of a 4 x 4 patch grid)."""
+    """The same checks without a GPU, on the tiny random CLIP of the toy config (a 224x299 input in 64-pixel
+    windows: 6 x 9 windows of a 4 x 4 patch grid): bf16 through the real CPU path (MODEL.CDAM.CPU_PRECISION),
+    fp16 with the CUDA autocast emulated by CPU autocast."""
 
     emulated = True
 
@@ -220,10 +224,12 @@ class TestCDAMPrecisionEmulatedOnCPU(PrecisionChecks, unittest.TestCase):
         cls.folder = tempfile.TemporaryDirectory()
         records = [{"image": torch.from_numpy(scene(0, 224, 299)).permute(2, 0, 1).contiguous(),
                     "height": 188, "width": 250, "meta": {"dataset_name": VOC_VAL}}]
-        with mock.patch.object(CDAMSegmentor, "_autocast", cpu_autocast):
-            cls.results = {precision: segment_images(precision, records, one_template_file(cls.folder.name),
-                                                     device="cpu", model_config=CDAM_TOY)
-                           for precision in ("fp32", "fp16", "bf16")}
+        templates = one_template_file(cls.folder.name)
+        cls.results = {precision: segment_images(precision, records, templates, device="cpu",
+                                                 model_config=CDAM_TOY, precision_key="MODEL.CDAM.CPU_PRECISION")
+                       for precision in ("fp32", "bf16")}
+        with mock.patch.object(CDAMSegmentor, "_autocast", cuda_autocast_on_cpu):
+            cls.results["fp16"] = segment_images("fp16", records, templates, device="cpu", model_config=CDAM_TOY)
 
     @classmethod
     def tearDownClass(cls):

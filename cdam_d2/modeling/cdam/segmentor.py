@@ -1,7 +1,7 @@
 """CDAM training-free segmentation of one image with sliding windows (plain torch, spec §1-§4)."""
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +61,7 @@ class CDAMSegmentor(nn.Module):
                  entropy_scale: float = 50.0, alpha: float = 2.5, threshold_default: float = 0.5,
                  threshold_source: str = "last_window", crop: int = 448, stride: int = 224,
                  window_batch: int = 0, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                 autocast_dtype: Optional[torch.dtype] = None, pamr_steps: int = 0,
+                 autocast_dtypes: Optional[Mapping[str, Optional[torch.dtype]]] = None, pamr_steps: int = 0,
                  pamr_dilations: Sequence[int] = (8, 16)):
         """
         Args:
@@ -76,7 +76,8 @@ class CDAMSegmentor(nn.Module):
             crop, stride: sliding windows on the resized image.
             window_batch: windows per forward (0 = all windows of the image at once).
             chunk_elements: memory bound of the JS chunks (elements; 0 = by device).
-            autocast_dtype: backbone autocast dtype on CUDA (fp16/bf16); None = fp32. CDAM math is fp32.
+            autocast_dtypes: backbone autocast dtype per device type, e.g. {"cuda": torch.float16, "cpu":
+                torch.bfloat16}; a device type not listed (or None) runs fp32. The CDAM map is fp32 always.
             pamr_steps, pamr_dilations: PAMR of the merged logits at the output size, guided by the image
                 resized to it (0 steps = off, as released; NACLIP uses 10 steps, dilations (8, 16)).
         """
@@ -101,7 +102,7 @@ class CDAMSegmentor(nn.Module):
         self.stride = stride
         self.window_batch = window_batch
         self.chunk_elements = chunk_elements
-        self.autocast_dtype = autocast_dtype
+        self.autocast_dtypes = dict(autocast_dtypes or {})
         self.pamr_steps = pamr_steps
         self.pamr_dilations = tuple(pamr_dilations)
         # Optional: a callable name -> context manager entered around each stage (benchmarks time them).
@@ -113,9 +114,10 @@ class CDAMSegmentor(nn.Module):
             yield
 
     def _autocast(self, device: torch.device):
-        if self.autocast_dtype is None or self.autocast_dtype == torch.float32 or device.type != "cuda":
+        dtype = self.autocast_dtypes.get(device.type)
+        if dtype is None or dtype == torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=self.autocast_dtype)
+        return torch.autocast(device.type, dtype=dtype)
 
     def attention_map(self, first_logits: torch.Tensor) -> torch.Tensor:
         """(B, Q, g_h, g_w) first-pass logits over all queries -> (B, N, N) fp32 CDAM map W."""

@@ -21,6 +21,8 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 OPENAI_IMAGENET = "openai_imagenet"
+# Name of the precision text is encoded in, part of the cache key (None: no autocast).
+PRECISION_NAMES = {None: "fp32", torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def load_templates(source: str = OPENAI_IMAGENET) -> List[str]:
@@ -124,7 +126,8 @@ class TextEmbedder:
         Args:
             clip_model: open_clip CLIP model (its text tower).
             tokenizer: its open_clip tokenizer.
-            model_identity: string identifying model and weights (part of the cache key).
+            model_identity: string identifying model and weights (part of the cache key, with the precision
+                each call encodes in).
             cache_dir: folder of cached embeddings (``~`` expanded); None or "" disables the disk cache.
             progress: show a progress bar while encoding.
         """
@@ -137,10 +140,11 @@ class TextEmbedder:
         self.progress = progress
 
     def __call__(self, names: Sequence[str], autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """(Q,) names -> (Q, E) fp32 unit-norm embeddings on the model's device."""
+        """(Q,) names -> (Q, E) fp32 unit-norm embeddings on the model's device, the text tower run under
+        ``autocast_dtype`` (None = fp32)."""
         names = list(names)
         device = next(self.clip_model.parameters()).device
-        key = cache_key(self.model_identity, names, self.templates)
+        key = cache_key(f"{self.model_identity}|{PRECISION_NAMES[autocast_dtype]}", names, self.templates)
         path = os.path.join(self.cache_dir, f"{key}.pt") if self.cache_dir else None
         if path and os.path.isfile(path):
             cached = self._read_cache(path, names)

@@ -18,7 +18,9 @@ from ..cdam.vocabulary import Vocabulary, parse_class_lines, read_class_names_fi
 
 logger = logging.getLogger(__name__)
 
+# MODEL.CDAM.PRECISION (CUDA) and CPU_PRECISION -> backbone autocast dtype (None: fp32, no autocast).
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+CPU_PRECISIONS = ("fp32", "bf16")  # fp16 matmuls are not accelerated on CPUs
 TRAINING_FREE = ("CDAM is training-free: there is nothing to train. Evaluate with "
                  "`tools/train_net.py --config-file <cdam config> --eval-only`.")
 
@@ -40,7 +42,8 @@ class CDAM(nn.Module):
     @configurable
     def __init__(self, *, segmentor: CDAMSegmentor, clip_model: nn.Module, text_embedder: TextEmbedder,
                  pixel_mean, pixel_std, class_names_file: str = "", default_dataset: str = "",
-                 atp_vocabulary: Optional[Vocabulary] = None, text_autocast_dtype: Optional[torch.dtype] = None):
+                 atp_vocabulary: Optional[Vocabulary] = None,
+                 text_autocast_dtypes: Optional[Dict[str, Optional[torch.dtype]]] = None):
         """
         Args:
             segmentor: plain-torch CDAM segmentor (its encoder holds the CLIP vision tower).
@@ -52,7 +55,7 @@ class CDAM(nn.Module):
             default_dataset: dataset of records without ``meta`` (DATASETS.TEST when it names exactly one;
                 "" makes such records an error, so several test datasets never share a vocabulary by accident).
             atp_vocabulary: augmented text prompts appended to the class distributions (None = no ATP).
-            text_autocast_dtype: autocast dtype of text encoding on CUDA.
+            text_autocast_dtypes: autocast dtype of text encoding per device type (not listed: fp32).
         """
         super().__init__()
         clip_model.visual = None  # held by the segmentor's encoder: a Detectron2 checkpoint loads back strictly
@@ -62,7 +65,7 @@ class CDAM(nn.Module):
         self.class_names_file = class_names_file
         self.default_dataset = default_dataset
         self.atp_vocabulary = atp_vocabulary
-        self.text_autocast_dtype = text_autocast_dtype
+        self.text_autocast_dtypes = dict(text_autocast_dtypes or {})
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self._queries_by_dataset: Dict[str, TextQueries] = {}
@@ -74,13 +77,17 @@ class CDAM(nn.Module):
         # Cheap checks first: building CLIP may download weights.
         if options.PRECISION not in AUTOCAST_DTYPES:
             raise ValueError(f"MODEL.CDAM.PRECISION {options.PRECISION!r} is not one of {sorted(AUTOCAST_DTYPES)}")
+        if options.CPU_PRECISION not in CPU_PRECISIONS:
+            raise ValueError(f"MODEL.CDAM.CPU_PRECISION {options.CPU_PRECISION!r} is not one of {CPU_PRECISIONS}")
+        if (options.CPU_PRECISION == "bf16" and cfg.MODEL.DEVICE == "cpu"
+                and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            logger.warning("MODEL.CDAM.CPU_PRECISION bf16: this CPU has no native bf16 matrix products "
+                           "(AVX512-BF16 or AMX), so bf16 runs slower than fp32 here; set it to fp32")
         if cfg.INPUT.FORMAT != "RGB":
             raise ValueError(f"CDAM expects INPUT.FORMAT 'RGB' (CLIP statistics), got {cfg.INPUT.FORMAT!r}")
         clip_model, tokenizer, identity = build_clip(options.CLIP_MODEL, options.CLIP_WEIGHTS,
                                                      options.FORCE_QUICK_GELU, options.SEED)
-        autocast_dtype = AUTOCAST_DTYPES[options.PRECISION]
-        # Autocast applies on CUDA only; the cache key names the precision the text is encoded in.
-        text_precision = options.PRECISION if cfg.MODEL.DEVICE.startswith("cuda") else "fp32"
+        autocast_dtypes = {"cuda": AUTOCAST_DTYPES[options.PRECISION], "cpu": AUTOCAST_DTYPES[options.CPU_PRECISION]}
         encoder = DenseCLIPEncoder(clip_model.visual, options.BASE, options.GEM_DEPTH, options.NACLIP_SIGMA)
         segmentor = CDAMSegmentor(
             encoder, use_cdam=options.USE_CDAM, second_pass=options.SECOND_PASS, temperature=options.TEMPERATURE,
@@ -88,9 +95,10 @@ class CDAM(nn.Module):
             row_normalize=options.ROW_NORMALIZE, logit_scale=options.LOGIT_SCALE,
             entropy_scale=options.ENTROPY_SCALE, alpha=options.ALPHA, threshold_default=options.THR_DEFAULT,
             threshold_source=options.THRESHOLD_SOURCE, crop=options.SLIDE_CROP, stride=options.SLIDE_STRIDE,
-            window_batch=options.WINDOW_BATCH, chunk_elements=options.JS_CHUNK_ELEMENTS, autocast_dtype=autocast_dtype,
+            window_batch=options.WINDOW_BATCH, chunk_elements=options.JS_CHUNK_ELEMENTS,
+            autocast_dtypes=autocast_dtypes,
             pamr_steps=options.PAMR_STEPS, pamr_dilations=options.PAMR_DILATIONS)
-        text_embedder = TextEmbedder(clip_model, tokenizer, f"{identity}|{text_precision}",
+        text_embedder = TextEmbedder(clip_model, tokenizer, identity,
                                      load_templates(options.TEMPLATES), options.TEXT_CACHE_DIR)
         use_atp = options.USE_ATP and options.USE_CDAM
         return {
@@ -102,7 +110,10 @@ class CDAM(nn.Module):
             "class_names_file": options.CLASS_NAMES_FILE,
             "default_dataset": cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) == 1 else "",
             "atp_vocabulary": read_class_names_file(options.ATP_FILE) if use_atp else None,
-            "text_autocast_dtype": autocast_dtype,
+            # Text in fp16 where the backbone is (as released), else fp32: it is encoded once and cached,
+            # and bf16's 8-bit mantissa moves the embeddings more than the whole bf16 backbone moves labels.
+            "text_autocast_dtypes": {device: dtype for device, dtype in autocast_dtypes.items()
+                                     if dtype == torch.float16},
         }
 
     # Training recipe read by cdam_d2.engine.Trainer: test mapper only; training is refused.
@@ -140,7 +151,7 @@ class CDAM(nn.Module):
         embedded before by this model are encoded (through the text embedder and its disk cache)."""
         missing = [name for name in dict.fromkeys(names) if name not in self._embedding_by_name]
         if missing:
-            autocast = self.text_autocast_dtype if self.device.type == "cuda" else None
+            autocast = self.text_autocast_dtypes.get(self.device.type)
             self._embedding_by_name.update(zip(missing, self.text_embedder(missing, autocast).cpu()))
         return torch.stack([self._embedding_by_name[name] for name in names]).to(self.device)
 
