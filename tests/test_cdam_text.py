@@ -106,6 +106,30 @@ class TestTextEmbedder(unittest.TestCase):
                 self.assertEqual(calls.call_count, 3)
                 self.assertEqual(len(os.listdir(folder)), 3)
 
+    def test_cache_holds_names_whatever_the_order(self):
+        voc = list(read_class_names_file("voc21.txt").queries)
+        context = list(read_class_names_file("context60.txt").queries)
+        templates = ["a photo of a {}.", "{}"]
+        with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+            encoded = []
+            encode = TextEmbedder._encode
+
+            def record(embedder, names, *args):
+                encoded.append(list(names))
+                return encode(embedder, names, *args)
+
+            with mock.patch.object(TextEmbedder, "_encode", record):
+                first_voc = TextEmbedder(self.model, self.tokenizer, self.identity, templates, folder)(voc)
+                first_context = TextEmbedder(self.model, self.tokenizer, self.identity, templates, folder)(context)
+                # a later process, both vocabularies in another order: nothing to encode
+                later = TextEmbedder(self.model, self.tokenizer, self.identity, templates, folder)
+                both = later(context[::-1] + voc[::-1])
+            self.assertEqual(encoded, [voc, [name for name in context if name not in voc]])
+            self.assertTrue(torch.equal(both, torch.cat([first_context.flip(0), first_voc.flip(0)])))
+            self.assertEqual(len(os.listdir(folder)), 1)
+            stored = torch.load(os.path.join(folder, os.listdir(folder)[0]), weights_only=True)
+            self.assertEqual(sorted(stored["names"]), sorted(set(voc + context)))
+
     def test_truncated_encoding_equals_encode_text(self):
         """All 80 templates x the VOC, Context and COCO-Object names (the real text transformer, sliced)."""
         names = sorted({name for file in ("voc21.txt", "context60.txt", "coco_object81.txt")

@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +47,10 @@ def load_templates(source: str = OPENAI_IMAGENET) -> List[str]:
     return templates
 
 
-def cache_key(model_identity: str, names: Sequence[str], templates: Sequence[str]) -> str:
-    """Hash of everything the embeddings depend on: model + weights identity, names and templates."""
-    payload = "\x1f".join([model_identity, "\x1e".join(names), "\x1e".join(templates)])
+def cache_key(model_identity: str, templates: Sequence[str]) -> str:
+    """Hash of everything an embedding depends on besides its name: model + weights + precision identity and
+    the templates."""
+    payload = "\x1f".join([model_identity, "\x1e".join(templates)])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
 
@@ -117,8 +118,9 @@ class CausalTextTower:
 
 class TextEmbedder:
     """Unit-norm text embeddings, one per name: the renormalized mean of the normalized embeddings of the
-    name filled into every template. Results are cached in ``cache_dir`` (one file per name list), so a
-    second run with the same model, weights, names and templates encodes no text."""
+    name filled into every template. Embeddings are cached in ``cache_dir`` per name, in one file per
+    (model, weights, precision, templates), so a later run encodes only the names no run has encoded before,
+    whatever vocabularies and order came first."""
 
     def __init__(self, clip_model: torch.nn.Module, tokenizer, model_identity: str, templates: Sequence[str],
                  cache_dir: Optional[str] = None, batch_size: int = 256, progress: bool = True):
@@ -144,46 +146,56 @@ class TextEmbedder:
         ``autocast_dtype`` (None = fp32)."""
         names = list(names)
         device = next(self.clip_model.parameters()).device
-        key = cache_key(f"{self.model_identity}|{PRECISION_NAMES[autocast_dtype]}", names, self.templates)
-        path = os.path.join(self.cache_dir, f"{key}.pt") if self.cache_dir else None
-        if path and os.path.isfile(path):
-            cached = self._read_cache(path, names)
-            if cached is not None:
-                return cached.to(device)
-        logger.info("Encoding %d text queries x %d templates%s", len(names), len(self.templates),
-                    f" (cached in {path})" if path else "")
-        embeddings = self._encode(names, device, autocast_dtype)
-        if path:
-            self._write_cache(path, names, embeddings)
-        return embeddings
+        path = None
+        if self.cache_dir:
+            key = cache_key(f"{self.model_identity}|{PRECISION_NAMES[autocast_dtype]}", self.templates)
+            path = os.path.join(self.cache_dir, f"{key}.pt")
+        known = self._read_cache(path) if path and os.path.isfile(path) else {}
+        missing = [name for name in dict.fromkeys(names) if name not in known]
+        if missing:
+            logger.info("Encoding %d text queries x %d templates%s", len(missing), len(self.templates),
+                        f" (cached in {path})" if path else "")
+            known.update(zip(missing, self._encode(missing, device, autocast_dtype).cpu()))
+            if path:
+                self._write_cache(path, {name: known[name] for name in missing})
+        return torch.stack([known[name] for name in names]).to(device)
 
-    def _read_cache(self, path: str, names: List[str]) -> Optional[torch.Tensor]:
-        """The cached (Q, E) embeddings, or None (with a warning) when the file is damaged or not theirs."""
+    def _read_cache(self, path: str, warn: bool = True) -> Dict[str, torch.Tensor]:
+        """name -> (E,) embedding of a cache file; empty (with a warning) when it is damaged or not theirs."""
         try:
             cached = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            return {}
         except Exception as error:  # truncated or corrupted files raise many types
-            logger.warning("Text-embedding cache %s is damaged (%s: %s); recomputing it", path,
-                           type(error).__name__, str(error)[:200])
-            return None
+            if warn:
+                logger.warning("Text-embedding cache %s is damaged (%s: %s); recomputing it", path,
+                               type(error).__name__, str(error)[:200])
+            return {}
         embeddings = cached.get("embeddings") if isinstance(cached, dict) else None
-        if (not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2 or embeddings.shape[0] != len(names)
-                or not torch.isfinite(embeddings).all()):
-            logger.warning("Text-embedding cache %s does not hold %d finite embeddings; recomputing it",
-                           path, len(names))
-            return None
-        if cached.get("names") != names or cached.get("templates") != self.templates:
-            logger.warning("Text-embedding cache %s belongs to other names/templates; recomputing it", path)
-            return None
-        return embeddings
+        names = cached.get("names") if isinstance(cached, dict) else None
+        if (not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2 or not isinstance(names, list)
+                or embeddings.shape[0] != len(names) or not torch.isfinite(embeddings).all()):
+            if warn:
+                logger.warning("Text-embedding cache %s does not hold one finite embedding per name; "
+                               "recomputing it", path)
+            return {}
+        if cached.get("templates") != self.templates:
+            if warn:
+                logger.warning("Text-embedding cache %s belongs to other templates; recomputing it", path)
+            return {}
+        return dict(zip(names, embeddings))
 
-    def _write_cache(self, path: str, names: List[str], embeddings: torch.Tensor):
-        """Write under a unique temporary name, then rename: readers (other processes or threads filling the
-        same cache) only ever see complete files."""
+    def _write_cache(self, path: str, new: Dict[str, torch.Tensor]):
+        """Add ``new`` embeddings to the file: re-read it (other processes may have added names since), merge,
+        write under a unique temporary name, rename. Readers only ever see complete files; when two writers
+        race, the last one's file may lack the other's new names, which a later run encodes again."""
+        merged = {**self._read_cache(path, warn=False), **new}
         os.makedirs(self.cache_dir, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=self.cache_dir)
         try:
             with os.fdopen(handle, "wb") as f:
-                torch.save({"names": names, "templates": self.templates, "embeddings": embeddings.cpu()}, f)
+                torch.save({"names": list(merged), "templates": self.templates,
+                            "embeddings": torch.stack(list(merged.values()))}, f)
             os.replace(temporary, path)
         except BaseException:
             os.unlink(temporary)
