@@ -149,6 +149,10 @@ class TestCDAMMetaArch(unittest.TestCase):
 
         with self.assertRaisesRegex(ValueError, "MODEL.CDAM.CPU_PRECISION 'fp16' is not one of"):
             build_model(toy_cfg("MODEL.CDAM.CPU_PRECISION", "fp16"))
+        with unittest.mock.patch.object(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False), \
+                self.assertLogs("cdam_d2.modeling.meta_arch.cdam", "WARNING") as logs:
+            build_model(toy_cfg("MODEL.CDAM.CPU_PRECISION", "bf16", "MODEL.CDAM.TEXT_CACHE_DIR", ""))
+        self.assertIn("no native bf16 matrix products", "\n".join(logs.output))
         model = build_model(toy_cfg("MODEL.CDAM.CPU_PRECISION", "bf16", "MODEL.CDAM.TEMPLATES",
                                     one_template_file(self.folder.name), "MODEL.CDAM.TEXT_CACHE_DIR", "")).eval()
         segmentor = model.segmentor
