@@ -239,13 +239,13 @@ class PeakRSS:
         self.peak = max(self.peak, self.now())
 
 
-@torch.no_grad()
 def precisions(args):
     """(this package's backbone dtype, the released code's autocast dtype or None) of the command line."""
     dtype = DTYPES[args.precision or ("fp16" if args.device == "cuda" else "fp32")]  # the configs' defaults
     return dtype, (dtype if args.released_autocast and dtype != torch.float32 else None)
 
 
+@torch.no_grad()
 def measure_memory(row, windows, args):
     """Peak memory of one call (fresh process): MiB above the resident size before it, and the total."""
     model, text = build_model(args.device)

@@ -150,7 +150,7 @@ class TextEmbedder:
         if self.cache_dir:
             key = cache_key(f"{self.model_identity}|{PRECISION_NAMES[autocast_dtype]}", self.templates)
             path = os.path.join(self.cache_dir, f"{key}.pt")
-        known = self._read_cache(path) if path and os.path.isfile(path) else {}
+        known = self._read_cache(path) if path else {}
         missing = [name for name in dict.fromkeys(names) if name not in known]
         if missing:
             logger.info("Encoding %d text queries x %d templates%s", len(missing), len(self.templates),
