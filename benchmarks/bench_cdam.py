@@ -249,15 +249,15 @@ def precisions(args):
 def measure_memory(row, windows, args):
     """Peak memory of one call (fresh process): MiB above the resident size before it, and the total."""
     model, text = build_model(args.device)
+    dtype, released_autocast = precisions(args)
     (height, width), output_size = CASES[windows]
     image = torch.randn(3, height, width, generator=torch.Generator().manual_seed(windows)).to(args.device)
     with tempfile.TemporaryDirectory() as folder:
         if row == "released":
             released = build_released(args.released_code, model, text, args.device, folder)[0]
-            call = lambda: run_released(released, image, output_size, precisions(args)[1])  # noqa: E731
+            call = lambda: run_released(released, image, output_size, released_autocast)  # noqa: E731
         else:
-            segmentor = CDAMSegmentor(DenseCLIPEncoder(model.visual),
-                                      autocast_dtypes={args.device: precisions(args)[0]})
+            segmentor = CDAMSegmentor(DenseCLIPEncoder(model.visual), autocast_dtypes={args.device: dtype})
             call = lambda: segmentor(image, output_size, text)  # noqa: E731
         if args.device == "cuda":
             call()
