@@ -28,8 +28,8 @@ def mappers():
     from timm.data.transforms_factory import transforms_imagenet_train
     from torchvision import transforms
 
-    from cdam_d2.data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
-    from cdam_d2.data.transforms.clustercam_augmentation import IMAGENET_MEAN, IMAGENET_STD
+    from cdam_d2.clustercam.mapper import ClusterCAMDatasetMapper
+    from cdam_d2.clustercam.augmentation import IMAGENET_MEAN, IMAGENET_STD
     from cdam_d2.engine import load_cfg
 
     cfg = load_cfg(os.path.join(REPO, "configs", "clustercam_voc.yaml"), ["MODEL.DEVICE", "cpu"])[0]

@@ -41,9 +41,9 @@ from torch import nn
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from cdam_d2.modeling.cdam import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip  # noqa: E402
-from cdam_d2.modeling.cdam.segmentor import STAGES  # noqa: E402
-from cdam_d2.modeling.cdam.vocabulary import atp_words, read_class_names_file  # noqa: E402
+from cdam_d2.cdam.modeling import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip  # noqa: E402
+from cdam_d2.cdam.modeling.segmentor import STAGES  # noqa: E402
+from cdam_d2.cdam.modeling.vocabulary import atp_words, read_class_names_file  # noqa: E402
 
 NUM_DATASET, NUM_ATP = 21, 80
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

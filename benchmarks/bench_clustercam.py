@@ -61,7 +61,7 @@ def peak_memory_mib(device):
 def train_phase(device, config, batch, size, seg_phase, iters, queue):
     from detectron2.utils.events import EventStorage
 
-    from cdam_d2.solver import build_clustercam_optimizer
+    from cdam_d2.clustercam.solver import build_clustercam_optimizer
 
     torch.manual_seed(0)
     cfg, model = build(device, config)
@@ -119,7 +119,7 @@ def in_fresh_process(target, *args):
 
 
 def crf_throughput(num_images, workers):
-    from cdam_d2.modeling.clustercam import CRFParams, CRFWorkerPool, DenseCRFPostProcessor
+    from cdam_d2.clustercam.modeling import CRFParams, CRFWorkerPool, DenseCRFPostProcessor
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (375, 500, 3), dtype=np.uint8) for _ in range(num_images)]
@@ -138,7 +138,7 @@ def memory_kib(pid, field):
 
 
 def _package_crf_job(args):
-    from cdam_d2.modeling.clustercam import dense_crf
+    from cdam_d2.clustercam.modeling import dense_crf
 
     return dense_crf(*args).shape
 
@@ -149,7 +149,7 @@ def crf_worker_memory():
     interpreter (numpy + pydensecrf only: its inputs, then its peak), all in MiB."""
     import subprocess
 
-    from cdam_d2.modeling.clustercam import CRFParams, CRFWorkerPool
+    from cdam_d2.clustercam.modeling import CRFParams, CRFWorkerPool
 
     rng = np.random.default_rng(0)
     image, probs = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8), rng.random((21, 375, 500), dtype=np.float32)
@@ -177,7 +177,7 @@ def crf_worker_memory():
 
 def time_to_error_after_kill(workers=2):
     """Seconds from SIGKILL of a busy worker to the CRFWorkerError in the caller."""
-    from cdam_d2.modeling.clustercam import CRFParams, CRFWorkerError, CRFWorkerPool
+    from cdam_d2.clustercam.modeling import CRFParams, CRFWorkerError, CRFWorkerPool
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)] * (2 * workers)
@@ -243,7 +243,7 @@ class OurStep:
     def __init__(self, device, config, inputs, seg_phase):
         from detectron2.engine import SimpleTrainer
 
-        from cdam_d2.solver import build_clustercam_optimizer
+        from cdam_d2.clustercam.solver import build_clustercam_optimizer
 
         torch.manual_seed(0)
         cfg, self.model = build(device, config)

@@ -324,7 +324,7 @@ def bench_clustercam(args, rows):
     from detectron2.utils.events import EventStorage
 
     from cdam_d2.engine import Trainer
-    from cdam_d2.modeling.clustercam import CRFParams, CRFWorkerPool, DenseCRFPostProcessor
+    from cdam_d2.clustercam.modeling import CRFParams, CRFWorkerPool, DenseCRFPostProcessor
 
     config = "clustercam_voc.yaml" if DEVICE == "cuda" else "quick_schedules/clustercam_voc_toy.yaml"
     cfg = load_cfg(config, "MODEL.CLUSTERCAM.PRETRAINED", "", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False")

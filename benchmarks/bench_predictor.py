@@ -34,9 +34,9 @@ DATASETS = {21: "cdam_voc21_sem_seg_val", 60: "cdam_context60_sem_seg_val"}
 @torch.no_grad()
 def measure(row, classes, size):
     """(seconds, peak extra MiB, peak total MiB) of one call of ``row`` in this fresh process."""
-    from cdam_d2.data.transforms.cdam_resize import resize_image
+    from cdam_d2.cdam.resize import resize_image
     from cdam_d2.engine.overlay import class_colors, render_overlay, save_label_png
-    from cdam_d2.engine.predictor import CDAMPredictor
+    from cdam_d2.cdam.predictor import CDAMPredictor
 
     folder = tempfile.mkdtemp()
     templates = os.path.join(folder, "templates.txt")

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cdam_d2.modeling.cdam import TextEmbedder, build_clip, load_templates  # noqa: E402
-from cdam_d2.modeling.cdam.text_bank import CausalTextTower  # noqa: E402
-from cdam_d2.modeling.cdam.vocabulary import atp_words, read_class_names_file  # noqa: E402
+from cdam_d2.cdam.modeling import TextEmbedder, build_clip, load_templates  # noqa: E402
+from cdam_d2.cdam.modeling.text_bank import CausalTextTower  # noqa: E402
+from cdam_d2.cdam.modeling.vocabulary import atp_words, read_class_names_file  # noqa: E402
 
 BATCH = 256
 

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdam_d2.modeling.cdam import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip
-from cdam_d2.modeling.cdam.clip_loader import OPENAI_ONLY_KEYS, file_fingerprint, resolve_clip_weights
+from cdam_d2.cdam.modeling import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip
+from cdam_d2.cdam.modeling.clip_loader import OPENAI_ONLY_KEYS, file_fingerprint, resolve_clip_weights
+from cdam_d2.weights import PickledWeightsError, WeightsFileError
 from tests.d2_guard import requires_detectron2
 
 TINY = "cdam-test-tiny-ViT-B-16"
@@ -210,8 +211,8 @@ class TestOpenClipCheckpoints(unittest.TestCase):
                 f.truncate(os.path.getsize(truncated) // 2)
             pickled = os.path.join(folder, "pickled.pt")
             torch.save({"state_dict": source.state_dict(), "optimizer": logging.Formatter()}, pickled)
-            for path in (truncated, pickled):
-                with self.assertRaisesRegex(ValueError, f"CLIP_WEIGHTS '{path}' cannot be read"):
+            for path, error in ((truncated, WeightsFileError), (pickled, PickledWeightsError)):
+                with self.assertRaisesRegex(error, f"'{path}', given by MODEL.CDAM.CLIP_WEIGHTS"):
                     build_clip(TINY, path)
             openai_model, paths = openai_checkpoints(folder)
             with self.assertRaisesRegex(ValueError, "does not fit MODEL.CDAM.CLIP_MODEL 'ViT-B-16'"):

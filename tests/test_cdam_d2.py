@@ -150,7 +150,7 @@ class TestCDAMMetaArch(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "MODEL.CDAM.CPU_PRECISION 'fp16' is not one of"):
             build_model(toy_cfg("MODEL.CDAM.CPU_PRECISION", "fp16"))
         with unittest.mock.patch.object(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False), \
-                self.assertLogs("cdam_d2.modeling.meta_arch.cdam", "WARNING") as logs:
+                self.assertLogs("cdam_d2.cdam.meta_arch", "WARNING") as logs:
             build_model(toy_cfg("MODEL.CDAM.CPU_PRECISION", "bf16", "MODEL.CDAM.TEXT_CACHE_DIR", ""))
         self.assertIn("no native bf16 matrix products", "\n".join(logs.output))
         model = build_model(toy_cfg("MODEL.CDAM.CPU_PRECISION", "bf16", "MODEL.CDAM.TEMPLATES",
@@ -186,8 +186,8 @@ class TestCDAMMetaArch(unittest.TestCase):
     def test_registered_and_configurable(self):
         from detectron2.modeling import META_ARCH_REGISTRY
 
-        from cdam_d2.modeling.cdam import CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, build_clip
-        from cdam_d2.modeling.meta_arch.cdam import CDAM
+        from cdam_d2.cdam.modeling import CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, build_clip
+        from cdam_d2.cdam.meta_arch import CDAM
 
         self.assertIs(META_ARCH_REGISTRY.get("CDAM"), CDAM)
         clip_model, tokenizer, identity = build_clip("tiny:ViT-B-16", "random")
@@ -207,7 +207,7 @@ class TestCDAMTestMapper(unittest.TestCase):
     def test_resize_rule(self):
         from PIL import Image
 
-        from cdam_d2.data.mappers.cdam_test_mapper import CDAMTestMapper
+        from cdam_d2.cdam.mapper import CDAMTestMapper
 
         mapper = CDAMTestMapper(toy_cfg("INPUT.MIN_SIZE_TEST", "448", "INPUT.MAX_SIZE_TEST", "2048"))
         with tempfile.TemporaryDirectory() as folder:
@@ -222,8 +222,8 @@ class TestCDAMTestMapper(unittest.TestCase):
     def test_stamps_the_loaders_dataset(self):
         from PIL import Image
 
-        from cdam_d2.data.mappers.cdam_test_mapper import CDAMTestMapper
-        from cdam_d2.modeling.meta_arch.cdam import CDAM
+        from cdam_d2.cdam.mapper import CDAMTestMapper
+        from cdam_d2.cdam.meta_arch import CDAM
 
         cfg = toy_cfg()
         with tempfile.TemporaryDirectory() as folder:
@@ -234,8 +234,8 @@ class TestCDAMTestMapper(unittest.TestCase):
             stale = {"file_name": path, "meta": {"dataset_name": "cdam_voc21_sem_seg_val", "other": 1}}
             self.assertEqual(mapper(stale)["meta"], {"dataset_name": "ade20k_sem_seg_val", "other": 1})
             self.assertEqual(stale["meta"]["dataset_name"], "cdam_voc21_sem_seg_val")  # input left alone
-        with unittest.mock.patch("detectron2.data.build_detection_test_loader") as build_loader:
-            CDAM.build_test_loader(cfg, "ade20k_sem_seg_val")
+        with unittest.mock.patch("cdam_d2.cdam.recipe.build_detection_test_loader") as build_loader:
+            CDAM.recipe.build_test_loader(cfg, "ade20k_sem_seg_val")
         self.assertEqual(build_loader.call_args.kwargs["mapper"].dataset_name, "ade20k_sem_seg_val")
 
 

@@ -5,8 +5,8 @@ import unittest
 import torch
 import torch.nn.functional as F
 
-from cdam_d2.modeling.cdam import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip
-from cdam_d2.modeling.cdam.pamr import neighbour_affinities, refine_masks
+from cdam_d2.cdam.modeling import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip
+from cdam_d2.cdam.modeling.pamr import neighbour_affinities, refine_masks
 from tests.d2_guard import requires_detectron2
 
 

@@ -8,7 +8,7 @@ import unittest
 
 import torch
 
-from cdam_d2.modeling.cdam.cdam_attention import cdam_attention, class_distributions, js_divergence
+from cdam_d2.cdam.modeling.cdam_attention import cdam_attention, class_distributions, js_divergence
 from tests.test_cdam_reference import released_cdam_map, released_js
 
 QUERIES, GRID = 101, (16, 14)

@@ -6,13 +6,13 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from cdam_d2.modeling.cdam import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip
-from cdam_d2.modeling.cdam.cdam_attention import (cdam_attention, class_distributions, js_divergence,
+from cdam_d2.cdam.modeling import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip
+from cdam_d2.cdam.modeling.cdam_attention import (cdam_attention, class_distributions, js_divergence,
                                                   normalized_affinity, scaled_grid, upsample_divergence)
-from cdam_d2.modeling.cdam.dense_clip import BASE_VARIANTS
-from cdam_d2.modeling.cdam.postprocess import background_threshold, class_probabilities, encode_background
-from cdam_d2.data.transforms.cdam_resize import resized_shape
-from cdam_d2.modeling.cdam.sliding_window import merge_windows, window_boxes
+from cdam_d2.cdam.modeling.dense_clip import BASE_VARIANTS
+from cdam_d2.cdam.modeling.postprocess import background_threshold, class_probabilities, encode_background
+from cdam_d2.cdam.resize import resized_shape
+from cdam_d2.cdam.modeling.sliding_window import merge_windows, window_boxes
 from tests.test_cdam_reference import bilinear_matrix, reference_last_block, released_js, released_normalize
 
 

@@ -11,8 +11,8 @@ import unittest
 import torch
 import torch.nn.functional as F
 
-from cdam_d2.modeling.cdam import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip, cdam_attention
-from cdam_d2.modeling.cdam.sliding_window import crop_windows, window_boxes
+from cdam_d2.cdam.modeling import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip, cdam_attention
+from cdam_d2.cdam.modeling.sliding_window import crop_windows, window_boxes
 
 EPS = 1e-8
 SCALES = (0.25, 0.37, 0.5, 0.63, 0.75, 0.87)

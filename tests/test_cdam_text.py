@@ -15,10 +15,10 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from cdam_d2.modeling.cdam import TextEmbedder, build_clip, load_templates, resolve_clip_weights
-from cdam_d2.modeling.cdam.clip_loader import read_checkpoint
-from cdam_d2.modeling.cdam.text_bank import CausalTextTower
-from cdam_d2.modeling.cdam.vocabulary import atp_words, parse_vocabulary_string, read_class_names_file
+from cdam_d2.cdam.modeling import TextEmbedder, build_clip, load_templates, resolve_clip_weights
+from cdam_d2.cdam.modeling.clip_loader import read_checkpoint
+from cdam_d2.cdam.modeling.text_bank import CausalTextTower
+from cdam_d2.cdam.modeling.vocabulary import atp_words, parse_vocabulary_string, read_class_names_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -192,7 +192,7 @@ class TestTextEmbedder(unittest.TestCase):
                         f.write(b"not a checkpoint")
                 else:
                     torch.save({"names": names, "templates": templates, "embeddings": torch.zeros(3, 32)}, path)
-                with self.assertLogs("cdam_d2.modeling.cdam.text_bank", "WARNING") as logs:
+                with self.assertLogs("cdam_d2.cdam.modeling.text_bank", "WARNING") as logs:
                     again = embedder(names)
                 self.assertIn(path, "\n".join(logs.output), damage)
                 self.assertTrue(torch.equal(again, expected), damage)
@@ -238,7 +238,7 @@ CONCURRENT_FILL = """
 import os, sys, time
 sys.path.insert(0, {repo!r})
 import torch
-from cdam_d2.modeling.cdam import TextEmbedder, build_clip
+from cdam_d2.cdam.modeling import TextEmbedder, build_clip
 model, tokenizer, identity = build_clip("tiny:ViT-B-16", "random")
 open(os.path.join({folder!r}, "ready.child"), "w").close()
 while not os.path.exists(os.path.join({folder!r}, "ready.parent")):

@@ -82,7 +82,7 @@ class DamagedAndPickledWeightsTest(unittest.TestCase):
 
     def test_truncated_weights_name_the_file_and_the_key(self):
         from cdam_d2.engine.checkpoint import CoveringCheckpointer
-        from cdam_d2.weight_files import WeightsFileError
+        from cdam_d2.weights import WeightsFileError
 
         for name, save in (("zip.pth", torch.save),
                            ("legacy.pth", lambda obj, p: torch.save(obj, p, _use_new_zipfile_serialization=False)),
@@ -100,7 +100,7 @@ class DamagedAndPickledWeightsTest(unittest.TestCase):
 
     def test_truncated_last_checkpoint_on_resume_says_how_to_recover(self):
         from cdam_d2.engine.checkpoint import CoveringCheckpointer
-        from cdam_d2.weight_files import WeightsFileError
+        from cdam_d2.weights import WeightsFileError
 
         saver = CoveringCheckpointer(self.source, save_dir=self.root)
         saver.save("model_0000009")  # also writes last_checkpoint
@@ -114,7 +114,7 @@ class DamagedAndPickledWeightsTest(unittest.TestCase):
 
     def test_pth_that_needs_pickle_is_refused_unless_opted_in(self):
         from cdam_d2.engine.checkpoint import CoveringCheckpointer
-        from cdam_d2.weight_files import PickledWeightsError
+        from cdam_d2.weights import PickledWeightsError
 
         marker = self.path("code_ran")
         path = self.path("weights.pth")
@@ -162,7 +162,7 @@ class DamagedAndPickledWeightsTest(unittest.TestCase):
 
     def test_pkl_with_other_objects_is_refused_unless_opted_in(self):
         from cdam_d2.engine.checkpoint import CoveringCheckpointer
-        from cdam_d2.weight_files import PickledWeightsError
+        from cdam_d2.weights import PickledWeightsError
 
         marker = self.path("code_ran")
         arrays = {key: value.numpy() for key, value in self.source.state_dict().items()}

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from cdam_d2.data.transforms.clustercam_augmentation import (
+from cdam_d2.clustercam.augmentation import (
     build_train_transform,
     keep_posterize_in_range,
     posterize_in_range,

@@ -7,7 +7,7 @@ import unittest
 
 import numpy as np
 
-from cdam_d2.modeling.clustercam import CRFParams, CRFWorkerError, CRFWorkerPool, DenseCRFPostProcessor, dense_crf
+from cdam_d2.clustercam.modeling import CRFParams, CRFWorkerError, CRFWorkerPool, DenseCRFPostProcessor, dense_crf
 from tests.test_clustercam_inference import noisy_two_region_case
 
 

@@ -67,7 +67,7 @@ class TestClusterCAMDetectron2(unittest.TestCase):
                 self.assertIsNone(decoder_grad)
 
     def test_schedule_longer_than_epochs_is_rejected(self):
-        from cdam_d2.solver import build_clustercam_lr_scheduler
+        from cdam_d2.clustercam.solver import build_clustercam_lr_scheduler
 
         cfg = toy_cfg("SOLVER.MAX_ITER", "7")  # toy schedule: 3 epochs x 2 iterations
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
@@ -104,7 +104,7 @@ class TestClusterCAMDetectron2(unittest.TestCase):
         import numpy as np
         from PIL import Image
 
-        from cdam_d2.data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
+        from cdam_d2.clustercam.mapper import ClusterCAMDatasetMapper
 
         cfg = toy_cfg()
         with tempfile.TemporaryDirectory() as tmp:

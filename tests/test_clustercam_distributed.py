@@ -51,7 +51,7 @@ def distributed_worker(batch_file, result_file):
     from detectron2.utils import comm
     from torch import distributed as dist
 
-    from cdam_d2.modeling.clustercam import balanced_segmentation_loss
+    from cdam_d2.clustercam.modeling import balanced_segmentation_loss
 
     rank, world_size = comm.get_rank(), comm.get_world_size()
     batch = torch.load(batch_file, weights_only=True)
@@ -78,7 +78,7 @@ class TestTwoProcessesTrainLikeOne(unittest.TestCase):
     def test_same_losses_and_gradients(self):
         from cdam_d2.engine import launch  # Detectron2's, releasing the process group at the end
 
-        from cdam_d2.modeling.clustercam import balanced_segmentation_loss
+        from cdam_d2.clustercam.modeling import balanced_segmentation_loss
 
         generator = torch.Generator().manual_seed(1)
         batch = [{"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=generator),

@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from cdam_d2.modeling.clustercam import ClusterCAMNet, dense_crf
-from cdam_d2.modeling.clustercam import multiscale_segmentation_probs
-from cdam_d2.data.transforms.clustercam_augmentation import build_train_transform, random_erasing
+from cdam_d2.clustercam.modeling import ClusterCAMNet, dense_crf
+from cdam_d2.clustercam.modeling import multiscale_segmentation_probs
+from cdam_d2.clustercam.augmentation import build_train_transform, random_erasing
 
 
 def tiny_net():

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from cdam_d2.modeling.clustercam import (
+from cdam_d2.clustercam.modeling import (
     PAR,
     ClusterCAMNet,
     balanced_segmentation_loss,

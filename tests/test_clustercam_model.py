@@ -6,9 +6,9 @@ from unittest import mock
 import torch
 from torch.nn import functional as F
 
-from cdam_d2.modeling.clustercam import ClusterAttention, ClusterCAMNet, interpolate_patch_pos_embed
-from cdam_d2.modeling.clustercam import blocks as blocks_module
-from cdam_d2.modeling.clustercam import network as network_module
+from cdam_d2.clustercam.modeling import ClusterAttention, ClusterCAMNet, interpolate_patch_pos_embed
+from cdam_d2.clustercam.modeling import blocks as blocks_module
+from cdam_d2.clustercam.modeling import network as network_module
 
 
 def tiny_net(num_classes=3, **overrides):

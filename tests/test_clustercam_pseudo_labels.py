@@ -5,7 +5,7 @@ import unittest
 import torch
 from torch.nn import functional as F
 
-from cdam_d2.modeling.clustercam import (
+from cdam_d2.clustercam.modeling import (
     IGNORE_LABEL,
     PAR,
     ClusterCAMNet,

@@ -3,8 +3,8 @@ import unittest
 
 import torch
 
-from cdam_d2.modeling.clustercam import ClusterCAMNet
-from cdam_d2.solver import ClusterCAMEpochScheduler, clustercam_epoch_lr, clustercam_param_groups
+from cdam_d2.clustercam.modeling import ClusterCAMNet
+from cdam_d2.clustercam.solver import ClusterCAMEpochScheduler, clustercam_epoch_lr, clustercam_param_groups
 from tests.d2_guard import requires_detectron2
 
 VOC_LR = 5e-4 * 9 / 512
@@ -62,7 +62,7 @@ class TestDetectron2Builders(unittest.TestCase):
         from detectron2.config import get_cfg
 
         from cdam_d2 import add_cdam_config
-        from cdam_d2.solver import build_clustercam_lr_scheduler, build_clustercam_optimizer
+        from cdam_d2.clustercam.solver import build_clustercam_lr_scheduler, build_clustercam_optimizer
 
         cfg = get_cfg()
         add_cdam_config(cfg)

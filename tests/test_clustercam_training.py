@@ -34,7 +34,7 @@ def crf_workers_among(pids):
 @requires_detectron2
 class TestEvaluationSchedule(unittest.TestCase):
     def due_iterations(self, cfg):
-        from cdam_d2.modeling.meta_arch.clustercam_training import EvaluationSchedule
+        from cdam_d2.clustercam.hooks import EvaluationSchedule
 
         schedule = EvaluationSchedule.from_cfg(cfg)
         return [n for n in range(1, cfg.SOLVER.MAX_ITER + 1) if schedule.due(n)]
@@ -58,7 +58,7 @@ class TestEvaluationSchedule(unittest.TestCase):
         self.assertEqual(self.due_iterations(load(voc, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PERIOD_EPOCHS", "0")), [])
 
     def test_in_training_protocol(self):
-        from cdam_d2.modeling.meta_arch.clustercam_training import in_training_cfg
+        from cdam_d2.clustercam.hooks import in_training_cfg
 
         cfg = load(os.path.join(CONFIGS, "clustercam_voc.yaml"))
         self.assertEqual(tuple(cfg.MODEL.CLUSTERCAM.TEST.SCALES), (0.5, 0.75, 1.0, 1.25, 1.5))
@@ -149,7 +149,7 @@ class TestEvaluationContext(unittest.TestCase):
     def test_in_training_protocol_has_no_workers(self):
         from detectron2.modeling import build_model
 
-        from cdam_d2.modeling.meta_arch.clustercam_training import in_training_cfg
+        from cdam_d2.clustercam.hooks import in_training_cfg
 
         cfg = self.cfg()
         model = build_model(cfg)
@@ -158,8 +158,8 @@ class TestEvaluationContext(unittest.TestCase):
         self.assertEqual((model.test_scales, model.crf is not None), ((0.75, 1.0), True))  # restored
 
     def test_default_worker_count(self):
-        from cdam_d2.modeling.clustercam import available_cores
-        from cdam_d2.modeling.meta_arch.clustercam import crf_workers_from_cfg
+        from cdam_d2.clustercam.modeling import available_cores
+        from cdam_d2.clustercam.recipe import crf_workers_from_cfg
 
         self.assertEqual(crf_workers_from_cfg(self.cfg("MODEL.CLUSTERCAM.TEST.CRF.NUM_WORKERS", "0",
                                                        "MODEL.CLUSTERCAM.TEST.IMS_PER_BATCH", "1")), 1)
@@ -173,7 +173,7 @@ class TestEvaluationContext(unittest.TestCase):
 
         from detectron2.modeling import build_model
 
-        from cdam_d2.modeling.clustercam import CRFWorkerError
+        from cdam_d2.clustercam.modeling import CRFWorkerError
 
         cfg = self.cfg("MODEL.CLUSTERCAM.TEST.CRF.NUM_WORKERS", "2")
         model = build_model(cfg)

@@ -5,7 +5,7 @@ import unittest
 
 import torch
 
-from cdam_d2.modeling.clustercam import (
+from cdam_d2.clustercam.modeling import (
     ClusterCAMNet,
     convert_official_checkpoint,
     deit_to_clustercam,

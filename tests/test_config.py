@@ -34,7 +34,7 @@ class ConfigTest(unittest.TestCase):
         from detectron2.data import DatasetCatalog
 
         from cdam_d2 import add_cdam_config
-        from cdam_d2.config import add_second_stage_config
+        from cdam_d2.second_stage.config import add_second_stage_config
 
         paths = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
         self.assertTrue(paths)

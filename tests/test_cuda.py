@@ -182,7 +182,7 @@ class TestCDAMPrecisionCUDA(PrecisionChecks, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        from cdam_d2.data.mappers.cdam_test_mapper import CDAMTestMapper
+        from cdam_d2.cdam.mapper import CDAMTestMapper
 
         cls.folder = tempfile.TemporaryDirectory()
         templates = one_template_file(cls.folder.name) if DRY_RUN else "openai_imagenet"
@@ -219,7 +219,7 @@ class TestCDAMPrecisionEmulatedOnCPU(PrecisionChecks, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        from cdam_d2.modeling.cdam import CDAMSegmentor
+        from cdam_d2.cdam.modeling import CDAMSegmentor
 
         cls.folder = tempfile.TemporaryDirectory()
         records = [{"image": torch.from_numpy(scene(0, 224, 299)).permute(2, 0, 1).contiguous(),
@@ -427,7 +427,7 @@ class TestCRFOnCUDAPredictions(unittest.TestCase):
         size, and equal the dense CRF of the same model's CUDA probabilities (computed here in-process)."""
         from detectron2.modeling import build_model
 
-        from cdam_d2.modeling.clustercam import CRFParams, dense_crf
+        from cdam_d2.clustercam.modeling import CRFParams, dense_crf
 
         from cdam_d2.engine import Trainer
 

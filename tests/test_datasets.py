@@ -214,7 +214,7 @@ class RegistrationTest(unittest.TestCase):
         from detectron2.data import MetadataCatalog
 
         from cdam_d2.data.datasets.class_names import class_names_file_for
-        from cdam_d2.modeling.cdam.vocabulary import read_class_names_file
+        from cdam_d2.cdam.modeling.vocabulary import read_class_names_file
 
         def squeeze(name):
             return name.replace(" ", "").replace("-", "")

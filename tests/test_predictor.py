@@ -28,8 +28,8 @@ def random_image(seed, size=(90, 120)):
 
 class TestFullSizePredictions(unittest.TestCase):
     def test_equals_whole_map_upsampling(self):
-        from cdam_d2.modeling.cdam.full_size import full_size_predictions, upsample_rows
-        from cdam_d2.modeling.cdam.postprocess import class_probabilities, encode_background
+        from cdam_d2.cdam.modeling.full_size import full_size_predictions, upsample_rows
+        from cdam_d2.cdam.modeling.postprocess import class_probabilities, encode_background
 
         generator = torch.Generator().manual_seed(0)
         query_to_class = (0, 1, 1, 2, 3, 3, 3)
@@ -50,7 +50,7 @@ class TestFullSizePredictions(unittest.TestCase):
             self.assertLessEqual(int(near_tie.sum()), max(2, near_tie.numel() // 100))  # nearly every pixel compared
 
     def test_band_size_changes_only_rounding(self):
-        from cdam_d2.modeling.cdam.full_size import full_size_predictions
+        from cdam_d2.cdam.modeling.full_size import full_size_predictions
 
         logits = 0.1 * torch.randn(5, 30, 41, generator=torch.Generator().manual_seed(1))
         labels, probabilities = full_size_predictions(logits, (97, 131), (0, 1, 2, 2, 3), 4, 50.0, 0.4)
@@ -70,7 +70,7 @@ class TestImageInputs(unittest.TestCase):
     def test_sixteen_bit_grey_png_is_scaled_not_clipped(self):
         from PIL import Image
 
-        from cdam_d2.engine.predictor import read_image_rgb
+        from cdam_d2.data.image_io import read_image_rgb
 
         values = np.array([[0, 257, 128 * 257], [200 * 257, 65535, 1000]], dtype=np.uint16)
         with tempfile.TemporaryDirectory() as folder:
@@ -86,7 +86,7 @@ class TestImageInputs(unittest.TestCase):
     def test_formats_and_errors(self):
         from PIL import Image
 
-        from cdam_d2.engine.predictor import image_to_rgb, read_image_rgb
+        from cdam_d2.data.image_io import image_to_rgb, read_image_rgb
 
         rgb = random_image(0, (5, 7))
         np.testing.assert_array_equal(image_to_rgb(rgb[:, :, ::-1], "BGR"), rgb)
@@ -117,7 +117,7 @@ class TestImageInputs(unittest.TestCase):
 class TestCDAMPredictor(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        from cdam_d2.engine.predictor import CDAMPredictor
+        from cdam_d2.cdam.predictor import CDAMPredictor
 
         cls.folder = tempfile.TemporaryDirectory()
         cls.opts = ["MODEL.DEVICE", "cpu", "MODEL.CDAM.TEMPLATES", one_template_file(cls.folder.name)]
@@ -148,8 +148,8 @@ class TestCDAMPredictor(unittest.TestCase):
             type(self.predictor)(CDAM_TOY, "cat", opts=self.opts, input_format="YUV", model=self.predictor.model)
 
     def test_equals_the_evaluation_path(self):
-        from cdam_d2.data.transforms.cdam_resize import resize_image
-        from cdam_d2.engine.predictor import CDAMPredictor
+        from cdam_d2.cdam.resize import resize_image
+        from cdam_d2.cdam.predictor import CDAMPredictor
 
         rgb_predictor = CDAMPredictor(CDAM_TOY, "background; cat; dog, puppy", input_format="RGB",
                                       opts=self.opts + ["MODEL.CDAM.ALPHA", "0.0"], model=self.predictor.model)
@@ -164,7 +164,7 @@ class TestCDAMPredictor(unittest.TestCase):
         np.testing.assert_array_equal(result.labels[decided], scores.argmax(0).numpy()[decided])
 
     def test_pamr_is_applied_like_the_evaluation_path(self):
-        from cdam_d2.data.transforms.cdam_resize import resize_image
+        from cdam_d2.cdam.resize import resize_image
 
         model = self.predictor.model
         image = random_image(4, (75, 101))
@@ -208,7 +208,7 @@ class TestCDAMPredictor(unittest.TestCase):
 
     def test_dataset_vocabulary_by_default(self):
         from cdam_d2.data.datasets.builtin_meta import VOC21_CLASSES
-        from cdam_d2.engine.predictor import CDAMPredictor
+        from cdam_d2.cdam.predictor import CDAMPredictor
 
         predictor = CDAMPredictor(CDAM_TOY, opts=self.opts, model=self.predictor.model)
         self.assertEqual(predictor.names, list(VOC21_CLASSES))
@@ -217,7 +217,7 @@ class TestCDAMPredictor(unittest.TestCase):
         self.assertTrue(np.allclose(result.probabilities.sum(0), 1.0, atol=1e-5))
 
     def test_bad_vocabulary_fails_before_building_clip(self):
-        from cdam_d2.engine.predictor import CDAMPredictor
+        from cdam_d2.cdam.predictor import CDAMPredictor
 
         with mock.patch("detectron2.modeling.build_model", side_effect=AssertionError("model built")):
             for vocabulary in ("", "a;;b"):
@@ -231,7 +231,8 @@ class TestCDAMPredictor(unittest.TestCase):
 class TestClusterCAMPredictor(unittest.TestCase):
     def test_fixed_classes_same_calls(self):
         from cdam_d2.data.datasets.builtin_meta import VOC21_CLASSES
-        from cdam_d2.engine.predictor import ClusterCAMPredictor, build_predictor
+        from cdam_d2.clustercam.predictor import ClusterCAMPredictor
+        from cdam_d2.engine.predictor import build_predictor
 
         opts = ["MODEL.DEVICE", "cpu", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"]
         predictor = build_predictor(CLUSTERCAM_TOY, opts=opts)
@@ -255,7 +256,7 @@ class TestClusterCAMPredictor(unittest.TestCase):
 
         from cdam_d2.engine import load_cfg
         from cdam_d2.engine.predictor import build_predictor
-        from cdam_d2.weight_files import PickledWeightsError
+        from cdam_d2.weights import PickledWeightsError
         from tests.test_checkpoint import CreatesDirectory
 
         opts = ["MODEL.DEVICE", "cpu", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"]

@@ -61,7 +61,7 @@ class CityscapesTest(unittest.TestCase):
             train_id_mapping()(np.array([[34]], dtype=np.uint8))
 
     def test_names_file_follows_the_train_id_order(self):
-        from cdam_d2.modeling.cdam.vocabulary import read_class_names_file
+        from cdam_d2.cdam.modeling.vocabulary import read_class_names_file
 
         names = read_class_names_file("cityscapes19.txt").queries
         self.assertEqual(

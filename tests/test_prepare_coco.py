@@ -16,7 +16,7 @@ from cdam_d2.data.prepare.coco_object import (
     prepare_from_instances,
     prepare_from_stuffthingmaps,
 )
-from cdam_d2.data.prepare.files import temp_path_for
+from cdam_d2.utils.files import temp_path_for
 
 TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 # The 80 COCO category ids: 1..90 without the ten that have no annotations.

@@ -13,8 +13,8 @@ import unittest
 import numpy as np
 from PIL import Image
 
-from cdam_d2.data.prepare import files
-from cdam_d2.data.prepare.files import (
+from cdam_d2.utils import files
+from cdam_d2.utils.files import (
     is_complete_file,
     prepare_output_dir,
     remove_stale_temp_files,

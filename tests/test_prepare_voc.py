@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from cdam_d2.data.datasets.builtin_meta import voc_palette_bytes
-from cdam_d2.data.prepare.files import temp_path_for
+from cdam_d2.utils.files import temp_path_for
 from cdam_d2.data.prepare.voc_segmentation import (
     repair_palette_pngs,
     write_voc20_pngs,

@@ -56,8 +56,8 @@ class TruncatedImageTest(unittest.TestCase):
 
     def test_both_mappers_name_the_image_and_its_dataset(self):
         from cdam_d2.data.image_io import UnreadableImageError
-        from cdam_d2.data.mappers.cdam_test_mapper import CDAMTestMapper
-        from cdam_d2.data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
+        from cdam_d2.cdam.mapper import CDAMTestMapper
+        from cdam_d2.clustercam.mapper import ClusterCAMDatasetMapper
 
         path = os.path.join(self.root, "2011_000001.jpg")
         write_truncated_jpeg(path)
@@ -104,8 +104,8 @@ class TruncatedImageTest(unittest.TestCase):
 @requires_detectron2
 class TruncatedDeiTWeightsTest(unittest.TestCase):
     def test_truncated_pretrained_file_names_the_key(self):
-        from cdam_d2.modeling.clustercam.weights import load_deit_state_dict
-        from cdam_d2.weight_files import WeightsFileError
+        from cdam_d2.clustercam.modeling.pretrained import load_deit_state_dict
+        from cdam_d2.weights import WeightsFileError
 
         with tempfile.TemporaryDirectory() as root:
             path = os.path.join(root, "deit_small_patch16_224-cd65a155.pth")

@@ -16,7 +16,7 @@ from PIL import Image
 from cdam_d2.data.datasets.builtin_meta import voc_palette_bytes
 from cdam_d2.data.datasets.pseudo_labels import load_pseudo_label_records
 from cdam_d2.data.label_io import read_label_map
-from cdam_d2.data.prepare.files import save_label_png
+from cdam_d2.utils.files import save_label_png
 from tests.d2_guard import requires_detectron2
 from tests.toy_datasets import RegisteredToyDatasets
 from tests.process_env import subprocess_env
@@ -159,10 +159,10 @@ class PseudoLabelDatasetTest(unittest.TestCase):
     def test_training_augmentation_crops_and_pads_with_ignore(self):
         from detectron2.data import DatasetCatalog, DatasetMapper
 
-        from cdam_d2.config import add_second_stage_config
+        from cdam_d2.second_stage.config import add_second_stage_config
         from cdam_d2.data.datasets import register_pseudo_label_dataset
         from cdam_d2.engine import load_cfg
-        from cdam_d2.engine.second_stage import build_train_augmentations
+        from cdam_d2.second_stage.recipe import build_train_augmentations
 
         register_pseudo_label_dataset(self.names[1], self.label_dir, images_from=self.names[0])
         cfg, _ = load_cfg(TOY_CONFIG, ["INPUT.MIN_SIZE_TRAIN", "(30, 30)", "MODEL.DEVICE", "cpu"],
@@ -184,7 +184,7 @@ class SecondStageTrainingTest(RegisteredToyDatasets, unittest.TestCase):
     """In-process: DeepLab learns the toy segmentation from label maps served as 'pseudo-labels'."""
 
     def build_cfg(self, opts):
-        from cdam_d2.config import add_second_stage_config
+        from cdam_d2.second_stage.config import add_second_stage_config
         from cdam_d2.engine import load_cfg
 
         cfg, _ = load_cfg(TOY_CONFIG, ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", os.path.join(self._tmp.name, "out"),
@@ -192,7 +192,7 @@ class SecondStageTrainingTest(RegisteredToyDatasets, unittest.TestCase):
         return cfg
 
     def test_setup_requires_the_label_folder_for_training(self):
-        from cdam_d2.engine.second_stage import register_pseudo_labels_from_cfg
+        from cdam_d2.second_stage.cli import register_pseudo_labels_from_cfg
 
         cfg = self.build_cfg([])
         with self.assertRaises(ValueError) as caught:
@@ -204,7 +204,7 @@ class SecondStageTrainingTest(RegisteredToyDatasets, unittest.TestCase):
         import torch
         from detectron2.modeling import build_model
 
-        from cdam_d2.engine.second_stage import ImageNetInitCheckpointer
+        from cdam_d2.second_stage.recipe import ImageNetInitCheckpointer
 
         cfg = self.build_cfg([])
         source, target = build_model(cfg), build_model(cfg)
@@ -230,7 +230,7 @@ class SecondStageTrainingTest(RegisteredToyDatasets, unittest.TestCase):
         import torch
         from detectron2.modeling import build_model
 
-        from cdam_d2.engine.second_stage import ImageNetInitCheckpointer
+        from cdam_d2.second_stage.recipe import ImageNetInitCheckpointer
 
         cfg = self.build_cfg([])
         source, target = build_model(cfg), build_model(cfg)
@@ -250,7 +250,8 @@ class SecondStageTrainingTest(RegisteredToyDatasets, unittest.TestCase):
     def test_resume_continues_from_the_run_checkpoint(self):
         import torch
 
-        from cdam_d2.engine.second_stage import SecondStageTrainer, register_pseudo_labels_from_cfg
+        from cdam_d2.second_stage.cli import register_pseudo_labels_from_cfg
+        from cdam_d2.second_stage.recipe import SecondStageTrainer
 
         label_dir = os.path.join(self.root, "VOCdevkit", "VOC2012", "SegmentationClassAug")
         name = "cdam_test_second_stage_resume"
@@ -283,7 +284,8 @@ class SecondStageTrainingTest(RegisteredToyDatasets, unittest.TestCase):
     def test_deeplab_learns_from_pseudo_labels_and_is_scored_by_our_evaluator(self):
         from detectron2.utils.env import seed_all_rng
 
-        from cdam_d2.engine.second_stage import SecondStageTrainer, register_pseudo_labels_from_cfg
+        from cdam_d2.second_stage.cli import register_pseudo_labels_from_cfg
+        from cdam_d2.second_stage.recipe import SecondStageTrainer
         from cdam_d2.evaluation.sem_seg_evaluator import SemSegEvaluator
 
         label_dir = os.path.join(self.root, "VOCdevkit", "VOC2012", "SegmentationClassAug")  # toy truth, mode L

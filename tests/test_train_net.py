@@ -89,7 +89,7 @@ class TrainNetSeveralDatasetsTest(unittest.TestCase):
             for name, count in zip(datasets, (21, 150, 19)):
                 self.assertEqual(sum(key.startswith("IoU-") for key in results[name]), count, name)
             # The written ADE20K labels are those of the same model with ADE20K's vocabulary.
-            from cdam_d2.data.mappers.cdam_test_mapper import CDAMTestMapper
+            from cdam_d2.cdam.mapper import CDAMTestMapper
             from cdam_d2.engine import load_cfg
             from detectron2.data.datasets import load_sem_seg
             from detectron2.modeling import build_model

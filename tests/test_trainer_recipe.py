@@ -1,4 +1,5 @@
-"""The Trainer takes every method-specific piece from the meta-architecture, and knows no method."""
+"""The Trainer and the predictor take every method-specific piece from the method's recipe; the engine
+knows no method; the package's layers import downwards only."""
 import contextlib
 import os
 import re
@@ -20,43 +21,73 @@ class FailingEvaluator:
 
 @requires_detectron2
 class TrainerRecipeTest(unittest.TestCase):
-    def test_trainer_source_names_no_method(self):
+    def test_engine_names_no_method(self):
         from detectron2.modeling import META_ARCH_REGISTRY
 
-        import cdam_d2  # noqa: F401  (registers CDAM and ClusterCAM)
+        import cdam_d2
 
-        with open(os.path.join(REPO, "cdam_d2", "engine", "trainer.py")) as f:
-            source = f.read()
-        for name in ("CDAM", "ClusterCAM", "clustercam", "cdam_test_mapper"):
-            self.assertIsNone(re.search(rf"\b{name}\b", source), name)
+        engine = os.path.join(REPO, "cdam_d2", "engine")
+        for name in sorted(os.listdir(engine)):
+            if name.endswith(".py"):
+                with open(os.path.join(engine, name)) as f:
+                    source = f.read()
+                self.assertIsNone(re.search(r"\bCDAM\b|clustercam|cdam\.|second_stage", source, re.IGNORECASE),
+                                  name)
+        for method in cdam_d2.METHODS:
+            self.assertTrue(os.path.isdir(os.path.join(REPO, "cdam_d2", method)), method)
         self.assertIn("ClusterCAM", META_ARCH_REGISTRY)
+        self.assertIn("CDAM", META_ARCH_REGISTRY)
 
-    def test_data_never_imports_modeling(self):
+    def test_layers_of_the_package(self):
+        """Shared code imports no method; a method's algorithm folder imports neither Detectron2 nor
+        the rest of its method (its Detectron2 adapters)."""
         import ast
 
-        data_root = os.path.join(REPO, "cdam_d2", "data")
-        for folder, _, files in os.walk(data_root):
-            for name in files:
-                if not name.endswith(".py"):
-                    continue
-                path = os.path.join(folder, name)
-                with open(path) as f:
-                    tree = ast.parse(f.read())
-                for node in ast.walk(tree):
-                    if isinstance(node, ast.ImportFrom):
-                        self.assertNotIn("modeling", node.module or "", path)
-                    elif isinstance(node, ast.Import):
-                        self.assertFalse(any("modeling" in a.name for a in node.names), path)
+        import cdam_d2
+
+        def imports(folder):
+            for root, _, files in os.walk(os.path.join(REPO, "cdam_d2", folder)):
+                for name in files:
+                    if name.endswith(".py"):
+                        path = os.path.join(root, name)
+                        package = os.path.relpath(root, REPO).replace(os.sep, ".")
+                        with open(path) as f:
+                            tree = ast.parse(f.read())
+                        for node in ast.walk(tree):
+                            if isinstance(node, ast.ImportFrom):
+                                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                                module = f"{base}.{node.module or ''}" if node.level else node.module
+                                yield path, module
+                            elif isinstance(node, ast.Import):
+                                for alias in node.names:
+                                    yield path, alias.name
+
+        methods = tuple(f"cdam_d2.{m}" for m in (*cdam_d2.METHODS, "second_stage"))
+        for shared in ("data", "evaluation", "engine", "utils", "layers"):
+            for path, module in imports(shared):
+                self.assertFalse(module.startswith(methods), f"{path} imports {module}")
+        for method in cdam_d2.METHODS:
+            for path, module in imports(os.path.join(method, "modeling")):
+                self.assertFalse(module.startswith("detectron2"), f"{path} imports {module}")
+                inside = module.startswith(f"cdam_d2.{method}.modeling") or not module.startswith(f"cdam_d2.{method}")
+                self.assertTrue(inside, f"{path} imports {module}")
 
     def test_a_new_method_brings_its_own_recipe(self):
         from detectron2.modeling import META_ARCH_REGISTRY
 
-        from cdam_d2.engine import load_cfg
+        from cdam_d2.engine import Recipe, load_cfg
+        from cdam_d2.engine.predictor import build_predictor
         from cdam_d2.engine.trainer import Trainer
 
         calls = []
 
-        class RecipeProbe(nn.Module):
+        class ProbePredictor:
+            def __init__(self, cfg, vocabulary, **kwargs):
+                calls.append(("predictor", cfg.MODEL.META_ARCHITECTURE, vocabulary))
+
+        class ProbeRecipe(Recipe):
+            predictor = ProbePredictor
+
             @classmethod
             def build_optimizer(cls, cfg, model):
                 calls.append("optimizer")
@@ -76,6 +107,9 @@ class TrainerRecipeTest(unittest.TestCase):
                 finally:
                     calls.append("exit")
 
+        class RecipeProbe(nn.Module):
+            recipe = ProbeRecipe
+
         META_ARCH_REGISTRY.register(RecipeProbe)
         try:
             cfg = load_cfg(TOY_CONFIG, ["MODEL.META_ARCHITECTURE", "RecipeProbe"])[0]
@@ -88,10 +122,27 @@ class TrainerRecipeTest(unittest.TestCase):
             # The evaluation context wraps Trainer.test, also when the test raises.
             with self.assertRaisesRegex(RuntimeError, "evaluator failed"):
                 Trainer.test(cfg, nn.Identity(), evaluators=[FailingEvaluator()])
+            self.assertIsInstance(build_predictor(cfg, "a; b"), ProbePredictor)
         finally:
             META_ARCH_REGISTRY._obj_map.pop("RecipeProbe")
         self.assertEqual(calls, ["optimizer", ("test_loader", "some_split"), "enter",
-                                 ("test_loader", "cdam_voc21_sem_seg_val"), "exit"])
+                                 ("test_loader", "cdam_voc21_sem_seg_val"), "exit",
+                                 ("predictor", "RecipeProbe", "a; b")])
+
+    def test_a_meta_architecture_without_recipe_trains_as_in_detectron2(self):
+        from detectron2.engine import DefaultTrainer
+
+        from cdam_d2.engine import Recipe, load_cfg, recipe_of
+        from cdam_d2.engine.predictor import build_predictor
+
+        cfg = load_cfg(TOY_CONFIG, ["MODEL.META_ARCHITECTURE", "SemanticSegmentor"])[0]
+        self.assertIs(recipe_of(cfg), Recipe)
+        model = nn.Linear(2, 2)
+        ours, theirs = Recipe.build_optimizer(cfg, model), DefaultTrainer.build_optimizer(cfg, model)
+        self.assertEqual(type(ours), type(theirs))
+        self.assertEqual(ours.defaults, theirs.defaults)
+        with self.assertRaisesRegex(ValueError, "SemanticSegmentor.*no predictor"):
+            build_predictor(cfg)
 
     def test_training_cdam_says_it_is_training_free(self):
         from cdam_d2.engine import load_cfg

@@ -7,10 +7,12 @@
         MODEL.WEIGHTS clustercam_voc_official.pth
 """
 import argparse
+import os
 
 import torch
 
-from cdam_d2.modeling.clustercam import convert_official_checkpoint
+from cdam_d2.clustercam.modeling import convert_official_checkpoint
+from cdam_d2.weights import WeightsFileError, read_weights_file
 
 
 def main(argv=None):
@@ -19,12 +21,12 @@ def main(argv=None):
     parser.add_argument("target")
     args = parser.parse_args(argv)
     try:
-        state = torch.load(args.source, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SystemExit(f"{args.source} could not be read as plain tensors (weights_only=True): {exc}. "
-                         "Re-save only its 'model' state dict with torch.save in a trusted environment.")
+        state, _ = read_weights_file(os.path.expanduser(args.source), "the source argument", what_to_do=(
+            "download it again, or re-save only its 'model' state dict with torch.save in a trusted environment"))
+    except (FileNotFoundError, WeightsFileError) as exc:
+        raise SystemExit(str(exc))
     converted = convert_official_checkpoint(state, prefix="net.")
-    torch.save({"model": converted, "__author__": "ClusterCAM (converted)"}, args.target)
+    torch.save({"model": converted, "__author__": "ClusterCAM (converted)"}, os.path.expanduser(args.target))
     print(f"wrote {len(converted)} tensors to {args.target}")
 
 

@@ -77,7 +77,8 @@ def check_arguments(args, cfg):
     """Everything that can be wrong with the arguments, before any model is built. Returns the images."""
     from detectron2.data import DatasetCatalog
 
-    from cdam_d2.engine.predictor import FIXED_CLASSES, parse_vocabulary
+    from cdam_d2.cdam.predictor import parse_vocabulary
+    from cdam_d2.clustercam.predictor import FIXED_CLASSES
 
     if not 0.0 <= args.opacity <= 1.0:
         raise ValueError(f"--opacity {args.opacity} must lie in [0, 1]")
@@ -95,6 +96,7 @@ def check_arguments(args, cfg):
 
 
 def main(argv=None):
+    from cdam_d2.data.image_io import read_image_rgb
     from cdam_d2.engine import predictor as predictors
     from cdam_d2.engine.overlay import class_colors, render_overlay, save_label_png
 
@@ -113,7 +115,7 @@ def main(argv=None):
 
     for path, name in zip(tqdm.tqdm(images, desc="Segmenting", unit="image"), output_names(images)):
         try:
-            image = predictors.read_image_rgb(path)
+            image = read_image_rgb(path)
         except OSError as error:
             tqdm.tqdm.write(f"Skipped: {error}")
             failed.append(path)

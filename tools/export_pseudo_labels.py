@@ -54,9 +54,9 @@ def export(cfg, dataset_name, output_dir, kind="labels", train_mode=False):
     from detectron2.modeling import build_model
 
     from cdam_d2.data.label_export import LabelPNGWriter, export_label_maps
-    from cdam_d2.data.mappers.clustercam_mapper import ClusterCAMDatasetMapper
+    from cdam_d2.clustercam.mapper import ClusterCAMDatasetMapper
     from cdam_d2.engine.checkpoint import CoveringCheckpointer
-    from cdam_d2.modeling.clustercam import cams_to_labels
+    from cdam_d2.clustercam.modeling import cams_to_labels
 
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:

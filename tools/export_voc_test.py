@@ -48,7 +48,7 @@ def write_archive(output_dir, png_dir, file_names):
     """``<output_dir>/results.tar.gz`` holding ``png_dir`` (inside ``output_dir``) with exactly
     ``file_names``, stored relative to ``output_dir`` after their parent folders, as
     ``tar czf results.tar.gz results`` would store them."""
-    from cdam_d2.data.prepare.files import write_atomically
+    from cdam_d2.utils.files import write_atomically
 
     parts = os.path.relpath(png_dir, output_dir).split(os.sep)
     folders = [os.path.join(*parts[:depth]) for depth in range(1, len(parts) + 1)]
@@ -128,7 +128,7 @@ def main(argv=None):
     args = parse_args(argv)
     from detectron2.utils.logger import setup_logger
 
-    from cdam_d2.config import add_second_stage_config
+    from cdam_d2.second_stage.config import add_second_stage_config
     from cdam_d2.engine import load_cfg
 
     setup_logger(name="cdam_d2")

@@ -4,7 +4,7 @@ import os
 
 from cdam_d2.data.prepare import cli
 from cdam_d2.data.prepare.coco14 import write_coco14_image_labels
-from cdam_d2.data.prepare.files import remove_stale_temp_files, save_json
+from cdam_d2.utils.files import remove_stale_temp_files, save_json
 from cdam_d2.data.prepare.voc_labels import voc_image_labels
 
 LAYOUT = """voc: expected layout under ROOT:

@@ -11,7 +11,7 @@ is the config key CDAM_D2.PSEUDO_LABELS.DIR (saved with the run's config.yaml); 
 registers it as the dataset CDAM_D2.PSEUDO_LABELS.NAME.
 """
 from cdam_d2.engine.cli import run_from_command_line
-from cdam_d2.engine.second_stage import main
+from cdam_d2.second_stage.cli import main
 
 if __name__ == "__main__":
     run_from_command_line(main)

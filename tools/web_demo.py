@@ -50,21 +50,25 @@ def build_parser():
 
 
 def describe_weights(cfg) -> tuple:
-    """(css class, Markdown) saying which weights a config runs with."""
+    """(css class, Markdown) saying which weights a config runs with (``cdam_d2.weights.resolve_weights``)."""
+    from cdam_d2.weights import resolve_weights
+
     if cfg.MODEL.META_ARCHITECTURE == "ClusterCAM":
-        if cfg.MODEL.WEIGHTS:
-            return "weights", f"**ClusterCAM weights:** `{cfg.MODEL.WEIGHTS}`"
+        source = resolve_weights(cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS")
+        if source.kind != "random":
+            return "weights", f"**ClusterCAM weights:** `{source.value}`"
         return "random", ("**ClusterCAM runs with an untrained decoder** (MODEL.WEIGHTS is empty): results are "
                           "noise. Pass `--opts MODEL.WEIGHTS model_final.pth`.")
     options = cfg.MODEL.CDAM
     model = f"`{options.CLIP_MODEL}`"
-    if options.CLIP_WEIGHTS == "random" or options.CLIP_MODEL.startswith("tiny:"):
+    source = resolve_weights(options.CLIP_WEIGHTS, "MODEL.CDAM.CLIP_WEIGHTS")
+    if source.kind == "random" or options.CLIP_MODEL.startswith("tiny:"):
         return "random", (f"**CLIP {model} runs with RANDOM weights**: segmentations are noise; this page only "
                           "shows how the demo works. For real results pass "
                           "`--opts MODEL.CDAM.CLIP_WEIGHTS /path/to/ViT-B-16.pt`.")
-    if os.path.isfile(os.path.expanduser(options.CLIP_WEIGHTS)):
-        return "weights", f"**CLIP {model}**, weights from the local file `{options.CLIP_WEIGHTS}`."
-    return "weights", (f"**CLIP {model}**, open_clip pretrained weights `{options.CLIP_WEIGHTS}` (downloaded once by "
+    if source.kind == "file":
+        return "weights", f"**CLIP {model}**, weights from the local file `{source.value}`."
+    return "weights", (f"**CLIP {model}**, open_clip pretrained weights `{source.value}` (downloaded once by "
                        "open_clip; offline, pass a local file with `--opts MODEL.CDAM.CLIP_WEIGHTS /path/to/file.pt`).")
 
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .datasets.pseudo_labels import label_file_name
 from .image_io import oriented_image_size
-from .prepare.files import is_complete_file, prepare_output_dir, save_label_png
+from ..utils.files import is_complete_file, prepare_output_dir, save_label_png
 
 logger = logging.getLogger("cdam_d2.label_export")
 

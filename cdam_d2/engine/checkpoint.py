@@ -4,7 +4,7 @@ import os
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..weight_files import load_pickled_arrays, load_torch_file
+from ..weights import read_weights_file, resolve_weights
 
 PICKLE_OPT_IN = ("set CDAM_D2.ALLOW_PICKLED_WEIGHTS True (e.g. on the command line) to load it with "
                  "full pickle")
@@ -14,14 +14,16 @@ class CoveringCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` that loads without running code from the file, names a damaged
     file, and raises when a checkpoint misses model weights.
 
-    - ``.pth`` and other torch files load with ``torch.load(weights_only=True)`` (Detectron2 uses
-      full pickle); ``.pkl`` model-zoo files (numpy arrays, e.g. ImageNet ``R-50.pkl``) load with
-      an unpickler that rebuilds arrays only. Files that need full pickle are refused unless
+    - The weights string is read by ``cdam_d2.weights.resolve_weights`` (``~`` expanded), the file by
+      ``cdam_d2.weights.read_weights_file``: ``.pth`` and other torch files with
+      ``torch.load(weights_only=True)`` (Detectron2 uses full pickle), ``.pkl`` model-zoo files (numpy
+      arrays, e.g. ImageNet ``R-50.pkl``) with an unpickler that rebuilds arrays only, TorchScript and
+      ``.safetensors`` files with their own readers. Files that need full pickle are refused unless
       ``allow_pickled_weights`` (``CDAM_D2.ALLOW_PICKLED_WEIGHTS``) is set.
     - A truncated or damaged file raises an error naming it, the key it came from (``MODEL.WEIGHTS``
       or the last checkpoint of ``OUTPUT_DIR`` when resuming) and what to do.
     - Detectron2 loads non-strictly and only logs missing keys, so an unconverted checkpoint (say
-      an official ClusterCAM ``.pth`` whose keys lack the ``net.`` prefix) would train or evaluate
+      an official release's ``.pth`` whose keys lack the meta-architecture's prefix) would train or evaluate
       a random model without an error; here missing or misshapen weights raise. Unexpected extra
       keys are still only logged.
     """
@@ -53,19 +55,30 @@ class CoveringCheckpointer(DetectionCheckpointer):
         return (f"write the name of an earlier model_*.pth into {last}, or run without --resume to "
                 "start from MODEL.WEIGHTS")
 
-    def _read_options(self):
-        return dict(allow_pickle=self.allow_pickled_weights, opt_in=PICKLE_OPT_IN,
-                    what_to_do=self._what_to_do())
+    def load(self, path, *args, **kwargs):
+        """Detectron2's ``load`` of a weights string read by ``cdam_d2.weights.resolve_weights``: a file
+        (``~`` expanded), a URL Detectron2 downloads, or "" / "random" (nothing loaded)."""
+        source = resolve_weights(path or "", self._source)
+        if source.kind == "tag" and not source.is_url:
+            raise FileNotFoundError(
+                f"{self._source} {path!r} is neither a file nor a URL (detectron2://..., https://...); "
+                "give a checkpoint file, or leave it empty to keep the model's initialisation")
+        return super().load(source.value, *args, **kwargs)
+
+    def _read(self, filename):
+        content, _ = read_weights_file(filename, self._source, allow_pickle=self.allow_pickled_weights,
+                                       opt_in=PICKLE_OPT_IN, what_to_do=self._what_to_do())
+        return content
 
     def _load_file(self, filename):
         if filename.endswith(".pkl"):
-            return _model_zoo_checkpoint(load_pickled_arrays(filename, self._source, **self._read_options()))
+            return _model_zoo_checkpoint(self._read(filename))
         if filename.endswith(".pyth"):
-            return _pycls_checkpoint(self._torch_load(filename), filename)
+            return _pycls_checkpoint(self._read(filename), filename)
         return super()._load_file(filename)  # reads through _torch_load
 
     def _torch_load(self, f):
-        return load_torch_file(f, self._source, **self._read_options())
+        return self._read(f)
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
@@ -80,7 +93,7 @@ class CoveringCheckpointer(DetectionCheckpointer):
             raise RuntimeError(
                 f"The checkpoint given by {self._source} does not fit the model: " + "; ".join(problems)
                 + ". Check MODEL.* shape keys, and convert official checkpoints first (e.g. "
-                "tools/convert_clustercam_checkpoint.py)."
+                "tools/convert_*_checkpoint.py)."
             )
         return incompatible
 

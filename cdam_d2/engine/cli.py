@@ -100,8 +100,8 @@ def setup(args, add_config=add_cdam_config):
 
 
 def main(args, setup_cfg=setup, trainer_cls=Trainer):
-    """Train, or evaluate with ``--eval-only``. Other entry points (tools/train_second_stage.py) pass
-    their own config setup and Trainer subclass."""
+    """Train, or evaluate with ``--eval-only``. Other entry points (a stage whose meta-architecture is
+    not the plugin's) pass their own config setup and Trainer subclass."""
     cfg = setup_cfg(args)
     if args.eval_only:
         model = trainer_cls.build_model(cfg)

@@ -1,38 +1,23 @@
-"""``Trainer``: Detectron2's ``DefaultTrainer`` that lets each meta-architecture bring its own recipe.
+"""``Trainer``: Detectron2's ``DefaultTrainer`` that takes every method-specific piece from a recipe.
 
-The Trainer knows no method by name. A meta-architecture class may define any of these classmethods
-(:data:`RECIPE_METHODS`); those it does not define fall back to Detectron2's defaults:
-
-- ``build_train_loader(cfg)`` and ``build_test_loader(cfg, dataset_name)``: its data mappers;
-- ``build_optimizer(cfg, model)`` and ``build_lr_scheduler(cfg, optimizer)``: its solver;
-- ``build_hooks(cfg, trainer, hooks) -> hooks``: adapts Detectron2's default hook list;
-- ``evaluation_context(cfg, model)``: a context manager entered around each :meth:`Trainer.test`
-  (``model`` unwrapped from DDP), for what an evaluation owns: worker pools, text embeddings, ...
-
-So a third method declares its recipe next to its meta-architecture and touches no shared file.
+The Trainer knows no method by name. Loaders, optimizer, LR schedule, hook adaptations, the context
+of an evaluation and the loading of a new run's weights come from :attr:`Trainer.recipe`, by default
+the recipe of ``cfg.MODEL.META_ARCHITECTURE`` (:func:`cdam_d2.engine.recipe.recipe_of`). An entry
+point whose meta-architecture is not the plugin's (the second stage trains Detectron2's DeepLab)
+subclasses the Trainer with ``recipe = ...``.
 """
-import contextlib
 import os
 import weakref
 
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
-from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
 from ..evaluation.sem_seg_evaluator import SemSegEvaluator
 from .checkpoint import CoveringCheckpointer
-
-RECIPE_METHODS = ("build_train_loader", "build_test_loader", "build_optimizer", "build_lr_scheduler",
-                  "build_hooks", "evaluation_context")
-
-
-def method_recipe(cfg, name):
-    """The classmethod ``name`` of ``cfg.MODEL.META_ARCHITECTURE``'s class, or None if it has none."""
-    assert name in RECIPE_METHODS, name
-    return getattr(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), name, None)
+from .recipe import recipe_of
 
 
 def wrap_ddp(model, cfg):
@@ -49,6 +34,9 @@ def wrap_ddp(model, cfg):
 
 
 class Trainer(DefaultTrainer):
+    #: A fixed :class:`~cdam_d2.engine.recipe.Recipe`, or None for the meta-architecture's.
+    recipe = None
+
     def __init__(self, cfg):
         # DefaultTrainer.__init__ with one change: DDP that also works for CPU models.
         TrainerBase.__init__(self)
@@ -66,18 +54,24 @@ class Trainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    @classmethod
+    def recipe_for(cls, cfg):
+        return cls.recipe or recipe_of(cfg)
+
     def build_hooks(self):
-        hooks = super().build_hooks()
-        adapt = method_recipe(self.cfg, "build_hooks")
-        return adapt(self.cfg, self, hooks) if adapt else hooks
+        return self.recipe_for(self.cfg).build_hooks(self.cfg, self, super().build_hooks())
+
+    def resume_or_load(self, resume=True):
+        """The run's last checkpoint when resuming, else ``MODEL.WEIGHTS`` as the recipe loads it."""
+        if resume and self.checkpointer.has_checkpoint():
+            return super().resume_or_load(resume=True)
+        self.recipe_for(self.cfg).load_initial_weights(self.cfg, self.checkpointer)
 
     @classmethod
     def evaluation_context(cls, cfg, model):
-        """The method's ``evaluation_context`` for ``model`` (worker pools, ...), or a null context."""
-        open_context = method_recipe(cfg, "evaluation_context")
-        if open_context is None:
-            return contextlib.nullcontext()
-        return open_context(cfg, model.module if isinstance(model, DistributedDataParallel) else model)
+        """The recipe's ``evaluation_context`` for ``model`` (unwrapped from DDP)."""
+        return cls.recipe_for(cfg).evaluation_context(
+            cfg, model.module if isinstance(model, DistributedDataParallel) else model)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
@@ -107,20 +101,16 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        build = method_recipe(cfg, "build_train_loader")
-        return build(cfg) if build else super().build_train_loader(cfg)
+        return cls.recipe_for(cfg).build_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        build = method_recipe(cfg, "build_test_loader")
-        return build(cfg, dataset_name) if build else super().build_test_loader(cfg, dataset_name)
+        return cls.recipe_for(cfg).build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        build = method_recipe(cfg, "build_optimizer")
-        return build(cfg, model) if build else super().build_optimizer(cfg, model)
+        return cls.recipe_for(cfg).build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
-        build = method_recipe(cfg, "build_lr_scheduler")
-        return build(cfg, optimizer) if build else super().build_lr_scheduler(cfg, optimizer)
+        return cls.recipe_for(cfg).build_lr_scheduler(cfg, optimizer)

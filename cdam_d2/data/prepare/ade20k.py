@@ -9,7 +9,7 @@ and with a check that every value lies in 0..150.
 
 import os
 
-from .files import require_path
+from ...utils.files import require_path
 from .label_mapping import convert_label_pngs, png_pairs, shift_down_mapping
 
 NUM_CLASSES = 150

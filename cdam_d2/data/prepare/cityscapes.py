@@ -10,7 +10,7 @@ image; this step does that without the cityscapesscripts dependency.
 
 import os
 
-from .files import require_path
+from ...utils.files import require_path
 from .label_mapping import IGNORE_LABEL, LabelMapping, convert_label_pngs, png_pairs
 
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"

@@ -17,7 +17,7 @@ from .coco_instances import (
     load_instances,
     write_instance_label_pngs,
 )
-from .files import prepare_output_dir, save_json, save_lines
+from ...utils.files import prepare_output_dir, save_json, save_lines
 
 COCO14_SPLITS = ("train2014", "val2014")
 

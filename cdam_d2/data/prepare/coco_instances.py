@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .files import prepare_output_dir, require_path, save_label_png
+from ...utils.files import prepare_output_dir, require_path, save_label_png
 from .parallel import write_missing
 
 COCO_ANNOTATIONS_HINT = (

@@ -10,7 +10,7 @@ Two sources give the same class order (contiguous id = rank of the COCO category
 import os
 
 from .coco_instances import load_instances, write_instance_label_pngs
-from .files import require_path
+from ...utils.files import require_path
 from .label_mapping import LabelMapping, convert_label_pngs, png_pairs
 
 OUTPUT_SUFFIX = "_instanceTrainIds.png"

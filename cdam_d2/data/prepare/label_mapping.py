@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..label_io import read_label_map
-from .files import prepare_output_dir, save_label_png
+from ...utils.files import prepare_output_dir, save_label_png
 from .parallel import write_missing
 
 IGNORE_LABEL = 255

@@ -5,7 +5,7 @@ from typing import NamedTuple, Tuple
 
 from tqdm import tqdm
 
-from .files import is_complete_file
+from ...utils.files import is_complete_file
 
 
 def parallel_map(function, tasks, workers=1, desc=None):
@@ -53,9 +53,9 @@ def write_missing(write_one, tasks, workers=1, desc=None, size_of=None):
     """Run ``write_one(task)`` for every task whose output is not a complete file yet.
 
     Each task is a tuple whose first element is its output path. Outputs are written atomically
-    (see :mod:`cdam_d2.data.prepare.files`), so an interrupted run leaves no partial file; an
+    (see :mod:`cdam_d2.utils.files`), so an interrupted run leaves no partial file; an
     existing output may still have been damaged later (a full disk, an interrupted copy), so each
-    one is verified with :func:`~cdam_d2.data.prepare.files.is_complete_file` (in the workers) and
+    one is verified with :func:`~cdam_d2.utils.files.is_complete_file` (in the workers) and
     written again when it fails.
 
     Args:

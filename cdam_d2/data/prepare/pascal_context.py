@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from ..datasets.builtin_meta import CONTEXT59_FOREGROUND
-from .files import (
+from ...utils.files import (
     prepare_output_dir,
     read_id_list,
     require_path,

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..datasets.builtin_meta import VOC_FOREGROUND
 from ..label_io import read_label_map
-from .files import read_id_list, require_path
+from ...utils.files import read_id_list, require_path
 from .parallel import parallel_map
 
 VOC_LABEL_OF_NAME = {name: label for label, name in enumerate(VOC_FOREGROUND, start=1)}

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..datasets.builtin_meta import VOC_FOREGROUND
 from ..label_io import read_label_map
-from .files import require_path, save_label_png
+from ...utils.files import require_path, save_label_png
 from .label_mapping import (
     IGNORE_LABEL,
     LabelMapping,

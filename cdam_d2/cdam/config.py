@@ -1,0 +1,61 @@
+"""``MODEL.CDAM`` keys (owned by the CDAM implementation). Defaults reproduce the released method (spec §10)."""
+
+
+def add_config(cfg):
+    """Add ``cfg.MODEL.CDAM`` with typed defaults, in place."""
+    node = type(cfg)
+    cfg.MODEL.CDAM = node()
+    cdam = cfg.MODEL.CDAM
+    # CLIP: an open_clip model name (or "tiny:<name>" for tests) and its weights: an open_clip pretrained tag,
+    # a local checkpoint file (OpenAI .pt or open_clip state dict), or "random" (seeded by SEED).
+    cdam.CLIP_MODEL = "ViT-B-16"
+    cdam.CLIP_WEIGHTS = "openai"
+    # Use QuickGELU even when it cannot be detected (open_clip state-dict files of OpenAI weights).
+    cdam.FORCE_QUICK_GELU = False
+    cdam.SEED = 0
+    # Backbone autocast dtype on CUDA: "fp16" (released precision; text too), "bf16" or "fp32".
+    cdam.PRECISION = "fp16"
+    # On CPU: "fp32" (released) or "bf16" (CPUs with AVX512-BF16 or AMX: a backbone ~1.7x as fast, labels
+    # 99.6-99.9% equal to fp32 in bench_cdam.py). The CDAM map, and text under bf16, are fp32 on every device.
+    cdam.CPU_PRECISION = "fp32"
+
+    # First-pass base variant: maskclip (released) | sclip | clearclip | gem | naclip | clip (vanilla).
+    cdam.BASE = "maskclip"
+    cdam.GEM_DEPTH = 6  # last blocks on GEM's parallel path (GEM's gem_depth=7 of 12 blocks)
+    cdam.NACLIP_SIGMA = 5.0
+    # False: the base method alone (baseline rows of the paper's table).
+    cdam.USE_CDAM = True
+    # "released": every base re-runs the last block with residual + FFN; "base": keep the base's block structure.
+    cdam.SECOND_PASS = "released"
+
+    # Text side. CLASS_NAMES_FILE overrides the dataset's metadata `class_names_file` when not empty.
+    cdam.CLASS_NAMES_FILE = ""
+    cdam.USE_ATP = True
+    cdam.ATP_FILE = "atp_words.txt"
+    cdam.TEMPLATES = "openai_imagenet"  # or a file with one "{}" template per line
+    cdam.TEXT_CACHE_DIR = "~/.cache/cdam_d2/text"  # "" disables the on-disk text-embedding cache
+
+    # CDAM map (spec §3).
+    cdam.TEMPERATURE = 0.1  # T of the class distributions
+    cdam.SHARPEN_TEMPERATURE = 0.1  # P of the row softmax
+    cdam.SCALES = (0.25, 0.37, 0.5, 0.63, 0.75, 0.87)
+    cdam.ROW_NORMALIZE = False  # ablation only; the release does not normalize rows
+    # Pair x class terms per JS chunk (bounds the extra memory: 2 buffers of 4 bytes each); 0 = by device
+    # (CPU 2**20, CUDA 2**26).
+    cdam.JS_CHUNK_ELEMENTS = 0
+
+    # Prediction and entropy-based background threshold (spec §4).
+    cdam.LOGIT_SCALE = 50.0
+    cdam.ENTROPY_SCALE = 50.0
+    cdam.ALPHA = 2.5  # 0 disables the background threshold
+    cdam.THR_DEFAULT = 0.5
+    cdam.THRESHOLD_SOURCE = "last_window"  # released; or "image"
+    # PAMR of the merged logits at the output size, guided by the image (spec §4.4): off as released (and in
+    # SCLIP's defaults); NACLIP runs 10 steps with dilations (8, 16).
+    cdam.PAMR_STEPS = 0
+    cdam.PAMR_DILATIONS = (8, 16)
+
+    # Sliding windows on the resized image (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST give the resize).
+    cdam.SLIDE_CROP = 448
+    cdam.SLIDE_STRIDE = 224
+    cdam.WINDOW_BATCH = 0  # windows per forward; 0 = all windows of an image in one batch

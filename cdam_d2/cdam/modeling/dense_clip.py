@@ -1,0 +1,253 @@
+"""Dense (per-patch) features of an open_clip ViT with the base last-block variants of spec §6.
+
+Shapes: B images, T = N + 1 tokens (CLS first, then the g_h x g_w patch grid row-major), D = width,
+H heads of size d = D / H, E = joint embedding size.
+"""
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...layers.pos_embed import resample_patch_positions
+
+BASE_VARIANTS = ("clip", "maskclip", "sclip", "clearclip", "gem", "naclip")
+SECOND_PASS_MODES = ("released", "base")
+# Bases whose last block drops the residual and the FFN (ClearCLIP, NACLIP: "reduced" block).
+REDUCED_BASES = ("clearclip", "naclip")
+
+
+@dataclass
+class StreamState:
+    """Token streams entering the last block.
+
+    Attributes:
+        tokens: (B, T, D) residual stream entering the last block (x^(L-1) of the spec).
+        grid: (g_h, g_w) patch grid.
+        gem_tokens: (B, T, D) GEM path stream before the last block, or None for other bases.
+        values: (B, T, D) the last block's values of ``tokens`` (v of ``ln_1``), kept by a first pass that
+            computes them, so that the second pass does not again.
+    """
+
+    tokens: torch.Tensor
+    grid: Tuple[int, int]
+    gem_tokens: Optional[torch.Tensor] = None
+    values: Optional[torch.Tensor] = None
+
+
+class DenseCLIPEncoder(nn.Module):
+    """Patch features of an open_clip ``VisionTransformer`` (no trainable state of its own).
+
+    The last block is re-implemented from the block's own weights (``ln_1``, ``attn.in_proj_*``,
+    ``attn.out_proj``, ``ln_2``, ``mlp``), so that it can run with a base variant's attention (first pass) or
+    an externally given attention map (CDAM second pass).
+    """
+
+    def __init__(self, visual: nn.Module, base: str = "maskclip", gem_depth: int = 6, naclip_sigma: float = 5.0):
+        """
+        Args:
+            visual: ``open_clip`` ``VisionTransformer`` (``model.visual``).
+            base: first-pass variant, one of ``BASE_VARIANTS``.
+            gem_depth: number of last blocks on GEM's parallel path (GEM's ``gem_depth=7`` of 12 blocks = 6).
+            naclip_sigma: std of NACLIP's Gaussian neighbourhood, in patches.
+        """
+        super().__init__()
+        if base not in BASE_VARIANTS:
+            raise ValueError(f"MODEL.CDAM.BASE {base!r} is not one of {BASE_VARIANTS}")
+        blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+        if (blocks is None or not hasattr(visual, "conv1") or getattr(visual, "attn_pool", None) is not None
+                or not all(isinstance(getattr(block, "attn", None), nn.MultiheadAttention) for block in blocks)):
+            raise ValueError("CDAM needs a standard open_clip ViT image tower (conv1, class token, resblocks with "
+                             "nn.MultiheadAttention, no attention pooling); timm/ResNet towers are not supported")
+        self.visual = visual
+        self.base = base
+        self.gem_depth = max(1, min(gem_depth, len(blocks)))
+        self.naclip_sigma = naclip_sigma
+        self._positions_by_grid, self._positions_source = {}, None
+
+    @property
+    def blocks(self):
+        return self.visual.transformer.resblocks
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        return tuple(self.visual.conv1.kernel_size)
+
+    @property
+    def num_heads(self) -> int:
+        return self.blocks[-1].attn.num_heads
+
+    # ---- embedding ---------------------------------------------------------------------------------------
+    def grid_for(self, height: int, width: int) -> Tuple[int, int]:
+        """Patch grid of a crop; the patch conv floors sizes that are not multiples of the patch size."""
+        grid = (height // self.patch_size[0], width // self.patch_size[1])
+        if min(grid) < 1:
+            raise ValueError(f"crop {height}x{width} is smaller than the patch size {self.patch_size}")
+        return grid
+
+    def positional_embedding(self, grid: Tuple[int, int]) -> torch.Tensor:
+        """(T, D) positional embedding for ``grid``: bicubic resize of the patch rows with the "+0.1" scale
+        factors (spec §1.3); the CLS row is unchanged and the trained grid returns the table itself."""
+        table = self.visual.positional_embedding
+        trained_grid = tuple(self.visual.grid_size)
+        if tuple(grid) == trained_grid:
+            return table
+        # Cached per grid; a device move or a weight load changes the table's storage or version,
+        # which empties the cache.
+        source = (table.data_ptr(), table._version)
+        if self._positions_source != source:
+            self._positions_by_grid, self._positions_source = {}, source
+        grid = tuple(grid)
+        if grid not in self._positions_by_grid:
+            resized = resample_patch_positions(table[1:].detach(), trained_grid, grid)
+            self._positions_by_grid[grid] = torch.cat([table[:1].detach(), resized])
+        return self._positions_by_grid[grid]
+
+    def embed(self, images: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """(B, 3, h, w) normalized images -> (B, T, D) tokens after ``ln_pre``, and the grid."""
+        grid = self.grid_for(*images.shape[-2:])
+        patches = self.visual.conv1(images).flatten(2).transpose(1, 2)
+        cls = self.visual.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
+        tokens = torch.cat([cls, patches], dim=1) + self.positional_embedding(grid).to(patches.dtype)
+        return self.visual.ln_pre(tokens), grid
+
+    # ---- block pieces ------------------------------------------------------------------------------------
+    def _run_block(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D) through an open_clip block: the block's own computation, with its softmax
+        attention evaluated by ``scaled_dot_product_attention`` (fused; on CPU faster than the
+        ``nn.MultiheadAttention`` fast path, same result up to rounding)."""
+        attn = block.attn
+        if attn.bias_k is not None or attn.add_zero_attn or not attn._qkv_same_embed_dim:
+            if self.visual.transformer.batch_first:  # not in CLIP towers: run the block as it is
+                return block(tokens)
+            return block(tokens.transpose(0, 1)).transpose(0, 1)
+        q, k, v = self._qkv(block, block.ln_1(tokens))
+        attn_out = self._out_proj(block, self._merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self._attn_residual_ffn(block, tokens, attn_out)
+
+    def _qkv(self, block: nn.Module, normed: torch.Tensor):
+        """(B, T, D) -> q, k, v of shape (B, H, T, d) from the block's packed ``in_proj`` (rows q, k, v)."""
+        attn = block.attn
+        qkv = F.linear(normed, attn.in_proj_weight, attn.in_proj_bias)
+        batch, tokens, _ = qkv.shape
+        qkv = qkv.reshape(batch, tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    def _value(self, block: nn.Module, normed: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D) values (the v third of ``in_proj``), heads concatenated."""
+        width = normed.shape[-1]
+        attn = block.attn
+        bias = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+        return F.linear(normed, attn.in_proj_weight[2 * width:], bias)
+
+    @staticmethod
+    def _merge_heads(per_head: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, d) -> (B, T, H*d)."""
+        return per_head.transpose(1, 2).flatten(2)
+
+    @staticmethod
+    def _out_proj(block: nn.Module, values: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) attended values -> (B, T, D) after the block's ``out_proj``."""
+        return block.attn.out_proj(values)
+
+    @staticmethod
+    def _attn_residual_ffn(block: nn.Module, tokens: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+        """y = FFN(x + O): residual around attention, then the block's MLP with its residual."""
+        hidden = tokens + block.ls_1(attn_out)
+        return hidden + block.ls_2(block.mlp(block.ln_2(hidden)))
+
+    def _neighbourhood_bias(self, grid: Tuple[int, int], device, dtype) -> torch.Tensor:
+        """(T, T) NACLIP Gaussian window exp(-|pi_i - pi_j|^2 / (2 sigma^2)), zero in the CLS row/column."""
+        rows, cols = torch.meshgrid(torch.arange(grid[0], device=device), torch.arange(grid[1], device=device),
+                                    indexing="ij")
+        coords = torch.stack([rows.flatten(), cols.flatten()], dim=1).to(torch.float32)
+        gauss = torch.exp(-torch.cdist(coords, coords).square() / (2 * self.naclip_sigma ** 2))
+        return F.pad(gauss, (1, 0, 1, 0)).to(dtype)
+
+    def _gem_attention(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """GEM self-self attention output (B, T, D) of ``block`` on the original-path input ``tokens``."""
+        normed = block.ln_1(tokens)
+        q, k, v = self._qkv(block, normed)
+        head_dim = q.shape[-1]
+        # adaptive inverse temperature: mean token norm of the block input x d^-1/2, one scalar per image
+        temperature = (normed.norm(dim=-1).mean(dim=-1) * head_dim ** -0.5).view(-1, 1, 1, 1)
+
+        def self_self(features):
+            unit = F.normalize(features, dim=-1)
+            refined = F.normalize(torch.softmax(temperature * unit @ unit.transpose(-2, -1), dim=-1) @ unit, dim=-1)
+            return torch.softmax(temperature * refined @ refined.transpose(-2, -1), dim=-1)
+
+        weights = (self_self(q) + self_self(k) + self_self(v)) / 3
+        return self._out_proj(block, self._merge_heads(weights @ v))
+
+    # ---- passes ------------------------------------------------------------------------------------------
+    def forward_to_last_block(self, images: torch.Tensor) -> StreamState:
+        """Run blocks 1..L-1 once (and GEM's parallel path when ``base == "gem"``)."""
+        tokens, grid = self.embed(images)
+        gem_start = len(self.blocks) - self.gem_depth
+        gem_tokens = None
+        for index, block in enumerate(self.blocks[:-1]):
+            if self.base == "gem" and index == gem_start:
+                gem_tokens = tokens  # the GEM path starts from the input of its first block
+            if gem_tokens is not None:
+                gem_tokens = gem_tokens + self._gem_attention(block, tokens)
+            tokens = self._run_block(block, tokens)
+        if self.base == "gem" and gem_tokens is None:  # gem_depth 1: the path is the last block only
+            gem_tokens = tokens
+        return StreamState(tokens, grid, gem_tokens)
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, N, E) unit-norm patch features: ``ln_post``, ``proj``, normalize, drop CLS."""
+        features = self.visual.ln_post(tokens)
+        if self.visual.proj is not None:
+            features = features @ self.visual.proj
+        return F.normalize(features[:, 1:], dim=-1)
+
+    def first_pass(self, state: StreamState) -> torch.Tensor:
+        """Base-variant last block -> (B, N, E) patch features (spec §1.3 and §6.1)."""
+        block, tokens = self.blocks[-1], state.tokens
+        if self.base == "clip":
+            return self.project(self._run_block(block, tokens))
+        if self.base == "maskclip":
+            state.values = self._value(block, block.ln_1(tokens))
+            attn_out = self._out_proj(block, state.values)  # identity attention
+            return self.project(self._attn_residual_ffn(block, tokens, attn_out))
+        if self.base == "gem":
+            return self.project(state.gem_tokens + self._gem_attention(block, tokens))
+        q, k, v = self._qkv(block, block.ln_1(tokens))
+        state.values = self._merge_heads(v)
+        scale = q.shape[-1] ** -0.5
+        if self.base == "sclip":
+            weights = (torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
+                       + torch.softmax(scale * k @ k.transpose(-2, -1), dim=-1))
+            attn_out = self._out_proj(block, self._merge_heads(weights @ v))
+            return self.project(self._attn_residual_ffn(block, tokens, attn_out))
+        if self.base == "clearclip":
+            weights = torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
+        else:  # naclip
+            logits = scale * k @ k.transpose(-2, -1)
+            weights = torch.softmax(logits + self._neighbourhood_bias(state.grid, logits.device, logits.dtype), -1)
+        return self.project(self._out_proj(block, self._merge_heads(weights @ v)))
+
+    def second_pass(self, state: StreamState, patch_attention: torch.Tensor, mode: str = "released") -> torch.Tensor:
+        """Last block with a given patch-to-patch attention map shared by all heads -> (B, N, E) features.
+
+        Args:
+            patch_attention: (B, N, N) map W; the full (T, T) map has a zero CLS row and column, so the CLS
+                token receives only the ``out_proj`` bias. It is applied as one GEMM on the D-dim values.
+            mode: "released" keeps residual and FFN on the original stream for every base (spec §6.2 (a));
+                "base" keeps the base's own block structure (reading (b)).
+        """
+        if mode not in SECOND_PASS_MODES:
+            raise ValueError(f"MODEL.CDAM.SECOND_PASS {mode!r} is not one of {SECOND_PASS_MODES}")
+        block, tokens = self.blocks[-1], state.tokens
+        values = state.values if state.values is not None else self._value(block, block.ln_1(tokens))
+        patch_values = torch.bmm(patch_attention.to(values.dtype), values[:, 1:])
+        attended = torch.cat([torch.zeros_like(values[:, :1]), patch_values], dim=1)
+        attn_out = self._out_proj(block, attended)
+        if mode == "base" and self.base in REDUCED_BASES:
+            return self.project(attn_out)
+        if mode == "base" and self.base == "gem":
+            return self.project(state.gem_tokens + attn_out)
+        return self.project(self._attn_residual_ffn(block, tokens, attn_out))

@@ -1,1 +1,0 @@
-"""Detectron2 dataset mappers of both methods (need detectron2)."""

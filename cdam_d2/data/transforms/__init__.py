@@ -1,1 +1,0 @@
-"""Data-side transforms of both methods (plain numpy / PIL / torch; no modeling imports)."""

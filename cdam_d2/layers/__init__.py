@@ -1,0 +1,1 @@
+"""Plain-torch layers shared by the methods' backbones (no Detectron2)."""

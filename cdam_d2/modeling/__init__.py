@@ -1,1 +1,0 @@
-"""Plain torch models (``cdam``, ``clustercam``) and their Detectron2 adapters (``meta_arch``)."""

@@ -1,0 +1,1 @@
+"""Small shared utilities (no Detectron2): atomic, resumable file writing."""
