@@ -10,13 +10,14 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ...utils.files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -191,15 +192,8 @@ class TextEmbedder:
         race, the last one's file may lack the other's new names, which a later run encodes again."""
         merged = {**self._read_cache(path, warn=False), **new}
         os.makedirs(self.cache_dir, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=self.cache_dir)
-        try:
-            with os.fdopen(handle, "wb") as f:
-                torch.save({"names": list(merged), "templates": self.templates,
-                            "embeddings": torch.stack(list(merged.values()))}, f)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        record = {"names": list(merged), "templates": self.templates, "embeddings": torch.stack(list(merged.values()))}
+        write_atomically(path, lambda temporary: torch.save(record, temporary))
 
     @torch.no_grad()
     def _encode(self, names: List[str], device, autocast_dtype: Optional[torch.dtype]) -> torch.Tensor:
