@@ -14,7 +14,8 @@ the compared rows back to back; the best round of each row is reported, with the
 
 The released code needs mmseg; only its segmentor, CLIP and PAMR modules are used, with mmseg / mmengine
 replaced by minimal stand-ins defined here (a base ``nn.Module``, a registry decorator, a pixel-data dict).
-Its CPU path allocates its attention buffer in fp16; the benchmark hands it an fp32 one (spec §9 #1).
+Its CPU path allocates its attention buffer in fp16, which the fp32 CPU model cannot multiply (the released
+CPU path fails with a dtype error); the benchmark hands it an fp32 one.
 
 ``--precision`` is this package's backbone precision (``MODEL.CDAM.PRECISION`` on CUDA, default fp16;
 ``MODEL.CDAM.CPU_PRECISION`` on CPU, default fp32, or bf16). The released code runs in its own precision

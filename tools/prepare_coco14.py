@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write COCO 2014 semantic label PNGs (0 = background, 1..80, no 255) (clustercam.md §4.2)."""
+"""Write COCO 2014 semantic label PNGs (0 = background, 1..80, no 255) from the non-crowd instances."""
 import os
 
 from cdam_d2.data.prepare import cli

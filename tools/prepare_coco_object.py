@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Write COCO-Object labels (0 = background, 1..80 things) into coco_stuff164k (cdam.md §5.2)."""
+"""Write COCO-Object labels (0 = background, 1..80 things) into coco_stuff164k, as CDAM's
+released converter does."""
 import os
 
 from cdam_d2.data.prepare import cli

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Write PASCAL Context 60-class (0 = background, 1..59) and 59-class (0..58, background ignored)
-labels and the split lists (cdam.md §5.1)."""
+labels and the split lists. Context60 equals the labels of mmseg's converter, on which CDAM's release is
+evaluated."""
 import os
 
 from cdam_d2.data.prepare import cli

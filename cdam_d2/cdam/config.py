@@ -1,4 +1,4 @@
-"""``MODEL.CDAM`` keys (owned by the CDAM implementation). Defaults reproduce the released method (spec §10)."""
+"""``MODEL.CDAM`` keys (owned by the CDAM implementation). Defaults reproduce the released method."""
 
 
 def add_config(cfg):
@@ -35,7 +35,8 @@ def add_config(cfg):
     cdam.TEMPLATES = "openai_imagenet"  # or a file with one "{}" template per line
     cdam.TEXT_CACHE_DIR = "~/.cache/cdam_d2/text"  # "" disables the on-disk text-embedding cache
 
-    # CDAM map (spec §3).
+    # CDAM map: affinities from the Jensen-Shannon divergence of patch class distributions, at full and reduced
+    # resolution.
     cdam.TEMPERATURE = 0.1  # T of the class distributions
     cdam.SHARPEN_TEMPERATURE = 0.1  # P of the row softmax
     cdam.SCALES = (0.25, 0.37, 0.5, 0.63, 0.75, 0.87)
@@ -44,14 +45,15 @@ def add_config(cfg):
     # (CPU 2**20, CUDA 2**26).
     cdam.JS_CHUNK_ELEMENTS = 0
 
-    # Prediction and entropy-based background threshold (spec §4).
+    # Prediction: softmax of LOGIT_SCALE x cosines; background where the top probability < ALPHA x THR_DEFAULT / the
+    # midpoint of the entropy range (bits, of softmax(ENTROPY_SCALE x cosines) over the patches of a window).
     cdam.LOGIT_SCALE = 50.0
     cdam.ENTROPY_SCALE = 50.0
     cdam.ALPHA = 2.5  # 0 disables the background threshold
     cdam.THR_DEFAULT = 0.5
     cdam.THRESHOLD_SOURCE = "last_window"  # released; or "image"
-    # PAMR of the merged logits at the output size, guided by the image (spec §4.4): off as released (and in
-    # SCLIP's defaults); NACLIP runs 10 steps with dilations (8, 16).
+    # PAMR of the merged logits at the output size, guided by the image: off as released (and in SCLIP's
+    # defaults; the paper does not use it); NACLIP runs 10 steps with dilations (8, 16).
     cdam.PAMR_STEPS = 0
     cdam.PAMR_DILATIONS = (8, 16)
 

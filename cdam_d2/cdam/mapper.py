@@ -1,4 +1,4 @@
-"""Test-time mapper of CDAM: read the image and apply the released resize rule (spec §1.1)."""
+"""Test-time mapper of CDAM: read the image and apply the released resize rule (:mod:`.resize`)."""
 import copy
 
 import numpy as np

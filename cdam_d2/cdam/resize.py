@@ -1,4 +1,5 @@
-"""Test-time resize of the released pipeline (spec §1.1): keep ratio, short side 448, long side <= 2048."""
+"""Test-time resize of the released pipeline (mmcv ``Resize(scale=(2048, 448), keep_ratio=True)``): keep ratio,
+short side 448, long side <= 2048."""
 from typing import Tuple
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""Training augmentation of the release (spec §2.1), built from timm's ImageNet train pipeline.
+"""Training augmentation of the release (448 RandomResizedCrop, flip, RandAugment ``rand-m9-mstd0.5-inc1``,
+RandomErasing with p 0.25), built from timm's ImageNet train pipeline.
 
 The PIL stages (RandomResizedCrop, flip, RandAugment) run in the data mapper and yield uint8 RGB;
 normalisation and RandomErasing (which works in normalised space) run in the model, on the batch.

@@ -1,6 +1,6 @@
 """``MODEL.CLUSTERCAM`` keys (owned by the ClusterCAM implementation).
 
-Defaults are the official VOC values (spec §9); ``configs/*.yaml`` pin the result-changing ones.
+Defaults are the official VOC training and test values; ``configs/*.yaml`` pin the result-changing ones.
 """
 
 
@@ -28,7 +28,7 @@ def add_config(cfg):
     # Only loaded when MODEL.WEIGHTS is empty (a ClusterCAM checkpoint replaces them anyway).
     cc.PRETRAINED = "deit_small_patch16_224"
 
-    # Training input (spec §2.1): mapper does the PIL part, the model normalises and erases.
+    # Training input (timm's train transform, as released): mapper does the PIL part, the model normalises and erases.
     cc.INPUT = node()
     cc.INPUT.SIZE = 448
     cc.INPUT.CROP_SCALE = (0.08, 1.0)
@@ -40,12 +40,13 @@ def add_config(cfg):
     cc.INPUT.INTERPOLATION = "bicubic"
     cc.INPUT.RANDOM_ERASING_PROB = 0.25
 
-    # Pseudo-labels (spec §2.3-2.4) and losses (§2.5).
+    # Pseudo-labels (multi-scale CAMs, AFA's two-threshold background band, PAR) and losses.
     cc.PSEUDO_LABEL = node()
     cc.PSEUDO_LABEL.CAM_SCALES = (1.0, 0.75, 1.25)
     cc.PSEUDO_LABEL.BG_THR = 0.40
     cc.PSEUDO_LABEL.IGNORE_DELTA = 0.10
-    cc.PSEUDO_LABEL.TRAIN_MODE = True  # CAMs with DropPath active, as released (spec §7.9)
+    # CAMs with DropPath active, as released: probably unintended, but it produced the reported results.
+    cc.PSEUDO_LABEL.TRAIN_MODE = True
     cc.PSEUDO_LABEL.PAR_DILATIONS = [1, 2, 4, 8, 12, 24]
     cc.PSEUDO_LABEL.PAR_ITERS = 10
     cc.PSEUDO_LABEL.PAR_W1 = 0.3
@@ -54,7 +55,7 @@ def add_config(cfg):
     cc.LOSS.SEG_WEIGHT = 0.1
     cc.LOSS.SEG_START_ITER = 58750  # skip_seg epochs * iterations per epoch
 
-    # Epoch-wise schedule of the release, in iterations (spec §2.6). SOLVER.BASE_LR is the peak.
+    # The release's schedule (timm cosine, stepped once per epoch), in iterations. SOLVER.BASE_LR is the peak.
     cc.SOLVER = node()
     cc.SOLVER.EPOCHS = 80
     cc.SOLVER.ITERS_PER_EPOCH = 1175
@@ -63,9 +64,9 @@ def add_config(cfg):
     cc.SOLVER.MIN_LR = 1e-5
     cc.SOLVER.BETAS = (0.9, 0.999)
     cc.SOLVER.EPS = 1e-8
-    cc.SOLVER.WD_ON_POS_CLS = True  # the release decays pos_embed and cls_token (spec §7.12)
+    cc.SOLVER.WD_ON_POS_CLS = True  # the release decays pos_embed and cls_token: DataParallel hid timm's exemption
 
-    # Inference (spec §3).
+    # Inference: decoder only, max over scales of the softmaxes, no flip, then dense CRF.
     cc.TEST = node()
     cc.TEST.SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)
     cc.TEST.IMS_PER_BATCH = 8  # test loader batch (images keep their own sizes); lets the CRF pool work

@@ -1,8 +1,9 @@
 """ClusterCAM's training hooks, installed by ``ClusterCAM.build_hooks`` (the Trainer recipe).
 
-- In-training evaluation as in the release (spec §2.7): once per epoch, but only after the decoder
-  has started learning (``LOSS.SEG_START_ITER``), with the release's in-training protocol (one
-  scale, no CRF; ``MODEL.CLUSTERCAM.TEST.IN_TRAINING``). After training, one final evaluation
+- In-training evaluation as in the release, which evaluated after every epoch and picked its reported
+  checkpoint among those of the segmentation phase on val: once per epoch, but only after the decoder has
+  started learning (``LOSS.SEG_START_ITER``), with the release's in-training protocol (one scale, no CRF;
+  ``MODEL.CLUSTERCAM.TEST.IN_TRAINING``). After training, one final evaluation
   with the full test protocol (``TEST.SCALES``, ``TEST.CRF``), logged under ``final/``.
 - ``model_best.pth`` (weights only) by in-training mIoU, with ``model_best.json`` saying which
   iteration and score; it survives ``--resume``.

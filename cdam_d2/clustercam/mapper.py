@@ -17,7 +17,7 @@ class ClusterCAMDatasetMapper:
     """Maps a dataset record to the model input.
 
     Output ``image``: uint8 (3, H, W) RGB. Training: a (SIZE, SIZE) crop after RandomResizedCrop,
-    horizontal flip and RandAugment (spec §2.1); normalisation and RandomErasing happen in the model.
+    horizontal flip and RandAugment; normalisation and RandomErasing happen in the model.
     ``image_labels`` (required) is passed through. Test: the image at its original size (no resize,
     no padding: the patch grid and clustering depend on the exact size).
     ``height``/``width`` are always the original size. Ground truth is never read.

@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 @META_ARCH_REGISTRY.register()
 class ClusterCAM(nn.Module):
-    """ClusterCAM (spec clustercam.md).
+    """ClusterCAM: weakly supervised segmentation from image-level labels; a DeiT with K class tokens and
+    cluster attention, whose CAMs give on-the-fly pseudo-labels for a segmentation decoder.
 
     Training input: equal-size uint8 RGB crops with ``image_labels``; returns ``loss_cls``,
     ``loss_pat`` and, from iteration ``seg_start_iter`` on, ``loss_seg`` (already × seg weight).
@@ -58,7 +59,8 @@ class ClusterCAM(nn.Module):
             net: a ``ClusterCAMNet``.
             pixel_mean, pixel_std: RGB, 0..255 scale.
             par: the ``PAR`` used for pseudo-labels.
-            cam_scales, bg_thr, ignore_delta, pseudo_label_train_mode: pseudo-label settings (§2.3-2.4).
+            cam_scales, bg_thr, ignore_delta, pseudo_label_train_mode: pseudo-label settings
+                (CAM scales, centre and half-width of the background band, CAMs in train mode).
             seg_loss_weight, seg_start_iter: the segmentation term and the iteration it starts at.
             random_erasing_prob: per-image RandomErasing probability in normalised space.
             test_scales: inference scales; crf: a ``DenseCRFPostProcessor`` or None. Outside an

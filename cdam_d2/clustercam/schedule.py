@@ -1,4 +1,4 @@
-"""The release's epoch-wise LR (timm CosineLRScheduler stepped once per epoch, spec §2.6), in iterations."""
+"""The release's epoch-wise LR (timm CosineLRScheduler stepped once per epoch), in iterations."""
 import math
 
 from fvcore.common.param_scheduler import ParamScheduler

@@ -20,7 +20,7 @@ def clustercam_param_groups(model, weight_decay, decay_pos_and_cls=True):
     """timm ``add_weight_decay`` split: no decay for 1-D tensors and biases; decay for the rest.
 
     ``pos_embed`` and ``cls_token`` are decayed unless ``decay_pos_and_cls`` is False (the release
-    decays them because DataParallel hid timm's exemption, spec §7.12).
+    decays them because its DataParallel wrapper hid the model's ``no_weight_decay`` exemption list from timm).
     """
     decay, no_decay = [], []
     for name, param in model.named_parameters():

@@ -1,4 +1,6 @@
-"""The CDAM attention map (spec §3) in fp32, without materialising any Q x N x N tensor.
+"""The CDAM attention map (patch affinities from the Jensen-Shannon divergence of the patches' class distributions,
+at full and reduced resolution) in fp32 (the release works in fp16, where its eps of 1e-8 vanishes), without
+materialising any Q x N x N tensor.
 
 Shapes: B windows, Q queries, grid (g_h, g_w), N = g_h * g_w patches.
 """
@@ -21,14 +23,14 @@ def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def class_distributions(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(B, Q, N) cosine logits -> (B, Q, N) softmax over queries of logits / T (spec §3.1), fp32 (fp64 for fp64
-    logits). Evaluated in fp64 (O(QN), cheap) so that the probabilities carry only their final rounding."""
+    """(B, Q, N) cosine logits -> (B, Q, N) softmax over queries of logits / T, fp32 (fp64 for fp64 logits).
+    Evaluated in fp64 (O(QN), cheap) so that the probabilities carry only their final rounding."""
     logits = at_least_fp32(logits)
     return torch.softmax(logits.double() / temperature, dim=1).to(logits.dtype)
 
 
 def js_divergence(probs: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, eps: float = EPS) -> torch.Tensor:
-    """Jensen-Shannon divergence between all patch pairs (spec §3.2, natural log, the released eps included).
+    """Jensen-Shannon divergence between all patch pairs (natural log, the released eps inside every log included).
 
     The released KL-pair expression regroups exactly into one term per class and pair,
 
@@ -85,7 +87,7 @@ def js_divergence(probs: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEME
 
 
 def normalized_affinity(divergence: torch.Tensor, sharpen_temperature: float, eps: float = EPS) -> torch.Tensor:
-    """Row min-max of S = 1 - JS, row softmax(/P), row min-max again, in closed form (spec §3.3).
+    """Row min-max of S = 1 - JS, row softmax(/P), row min-max again, in closed form.
 
     With S'_ij = (max_k JS_ik - JS_ij) / (range_i + eps) (in [0, r_i], r_i = range_i / (range_i + eps)), the
     softmax denominator Z_i = sum_k exp(S'_ik / P) cancels up to the released eps of the second min-max:
@@ -119,7 +121,8 @@ def scaled_grid(grid: Tuple[int, int], scale: float) -> Tuple[int, int]:
 def upsample_divergence(divergence: torch.Tensor, small_grid: Tuple[int, int], grid: Tuple[int, int]) -> torch.Tensor:
     """(B, N_s, N_s) symmetric -> (B, N, N) with two bilinear passes: keys (columns) first, then queries (rows).
 
-    Equals U J U^T with U the bilinear (align_corners=False, no antialias) interpolation matrix (spec §3.4).
+    Equals U J U^T with U the bilinear (align_corners=False, no antialias) interpolation matrix.
+    As released, the divergence (not the affinity) is resampled, before 1 - JS and both normalisations.
     The second pass yields (U J U^T)^T, which is returned as is: J (hence the result) is symmetric.
     """
     batch, num_small, _ = divergence.shape
@@ -133,7 +136,7 @@ def upsample_divergence(divergence: torch.Tensor, small_grid: Tuple[int, int], g
 def cdam_attention(logits: torch.Tensor, temperature: float = 0.1, sharpen_temperature: float = 0.1,
                    scales: Sequence[float] = DEFAULT_SCALES, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
                    eps: float = EPS) -> torch.Tensor:
-    """Multi-scale CDAM map W (spec §3.3-3.5): mean of the full-resolution and per-scale affinities.
+    """Multi-scale CDAM map W: equal-weight mean of the full-resolution and per-scale affinities.
 
     The divergences (the O(Q N^2) work) and the normalisation are computed in the input precision (fp32 for
     half/fp32 logits); the cheap bilinear resampling around them, logits down (O(Q N)) and divergences up

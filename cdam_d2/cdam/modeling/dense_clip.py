@@ -1,4 +1,5 @@
-"""Dense (per-patch) features of an open_clip ViT with the base last-block variants of spec §6.
+"""Dense (per-patch) features of an open_clip ViT with the last-block variants of the training-free
+bases (vanilla CLIP, MaskCLIP, SCLIP, ClearCLIP, GEM, NACLIP) and CDAM's second pass.
 
 Shapes: B images, T = N + 1 tokens (CLS first, then the g_h x g_w patch grid row-major), D = width,
 H heads of size d = D / H, E = joint embedding size.
@@ -23,7 +24,7 @@ class StreamState:
     """Token streams entering the last block.
 
     Attributes:
-        tokens: (B, T, D) residual stream entering the last block (x^(L-1) of the spec).
+        tokens: (B, T, D) residual stream entering the last block (x^(L-1), the output of block L-1).
         grid: (g_h, g_w) patch grid.
         gem_tokens: (B, T, D) GEM path stream before the last block, or None for other bases.
         values: (B, T, D) the last block's values of ``tokens`` (v of ``ln_1``), kept by a first pass that
@@ -87,8 +88,9 @@ class DenseCLIPEncoder(nn.Module):
         return grid
 
     def positional_embedding(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """(T, D) positional embedding for ``grid``: bicubic resize of the patch rows with the "+0.1" scale
-        factors (spec §1.3); the CLS row is unchanged and the trained grid returns the table itself."""
+        """(T, D) positional embedding for ``grid``: bicubic resize of the patch rows with the released
+        "+0.1" scale factors (not a target size); the CLS row is unchanged and the trained grid returns the table
+        itself."""
         table = self.visual.positional_embedding
         trained_grid = tuple(self.visual.grid_size)
         if tuple(grid) == trained_grid:
@@ -205,7 +207,8 @@ class DenseCLIPEncoder(nn.Module):
         return F.normalize(features[:, 1:], dim=-1)
 
     def first_pass(self, state: StreamState) -> torch.Tensor:
-        """Base-variant last block -> (B, N, E) patch features (spec §1.3 and §6.1)."""
+        """Base-variant last block -> (B, N, E) patch features; "maskclip", the release's first pass, is identity
+        attention (the value path) with the residual and FFN kept."""
         block, tokens = self.blocks[-1], state.tokens
         if self.base == "clip":
             return self.project(self._run_block(block, tokens))
@@ -236,8 +239,9 @@ class DenseCLIPEncoder(nn.Module):
         Args:
             patch_attention: (B, N, N) map W; the full (T, T) map has a zero CLS row and column, so the CLS
                 token receives only the ``out_proj`` bias. It is applied as one GEMM on the D-dim values.
-            mode: "released" keeps residual and FFN on the original stream for every base (spec §6.2 (a));
-                "base" keeps the base's own block structure (reading (b)).
+            mode: "released" keeps residual and FFN on the original stream for every base (the release has only
+                the MaskCLIP base, whose block keeps both); "base" keeps the base's own block structure (no
+                residual or FFN for ClearCLIP and NACLIP, GEM's own path for GEM).
         """
         if mode not in SECOND_PASS_MODES:
             raise ValueError(f"MODEL.CDAM.SECOND_PASS {mode!r} is not one of {SECOND_PASS_MODES}")

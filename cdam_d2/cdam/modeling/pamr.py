@@ -1,5 +1,5 @@
 """Pixel-adaptive mask refinement (PAMR, Araslanov & Roth 2020), as SCLIP and NACLIP apply it to dense CLIP
-logits (spec §4.4; off in CDAM's release, 10 steps with dilations (8, 16) in NACLIP's).
+logits after the window merge (off in CDAM's release, 10 steps with dilations (8, 16) in NACLIP's).
 
 Each pixel's scores become a weighted mean of its 8 neighbours at every dilation, repeated ``steps`` times. The
 weights come from the guiding image: a softmax over the neighbours of -|x_p - x_n| / (0.1 * sigma_p), averaged

@@ -1,4 +1,4 @@
-"""Per-image post-processing (spec §4): probabilities, synonyms, entropy-based background threshold."""
+"""Per-image post-processing after the window merge: probabilities, synonyms, entropy-based background threshold."""
 import math
 from typing import Sequence
 
@@ -15,7 +15,7 @@ def patch_entropy_bits(patch_logits: torch.Tensor, entropy_scale: float) -> torc
 
 def background_threshold(entropy: torch.Tensor, alpha: float, threshold_default: float,
                          source: str = "last_window") -> float:
-    """thr = alpha * theta / H_center with H_center = (min H + max H) / 2 (spec §4.3).
+    """thr = alpha * theta / H_center with H_center = (min H + max H) / 2, the midpoint of the range, not a mean.
 
     Args:
         entropy: (B, N) patch entropies of the image's windows, in raster order.

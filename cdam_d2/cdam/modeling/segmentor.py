@@ -1,4 +1,5 @@
-"""CDAM training-free segmentation of one image with sliding windows (plain torch, spec §1-§4)."""
+"""CDAM training-free segmentation of one image with sliding windows (plain torch): the released pipeline of
+windows, two passes of the last block, window merge and entropy-based background threshold."""
 import contextlib
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Mapping, Optional, Sequence, Tuple
@@ -68,7 +69,8 @@ class CDAMSegmentor(nn.Module):
             encoder: dense CLIP encoder with the first-pass base variant.
             use_cdam: False gives the base method alone (first-pass features).
             second_pass: "released" or "base" (see ``DenseCLIPEncoder.second_pass``).
-            temperature, sharpen_temperature, scales: CDAM's T, P and scale set (spec §3).
+            temperature, sharpen_temperature, scales: CDAM's class-softmax temperature T, row-softmax
+                temperature P and reduced-resolution scale set.
             row_normalize: ablation: divide each row of W by its sum (off in the release).
             logit_scale: softmax scale of the final probabilities; entropy_scale: of the threshold entropy.
             alpha, threshold_default: thr = alpha * threshold_default / H_center; alpha = 0 disables.
@@ -155,7 +157,8 @@ class CDAMSegmentor(nn.Module):
 
     def merged_logits(self, image: torch.Tensor, text: TextQueries) -> Tuple[torch.Tensor, float]:
         """(3, H1, W1) normalized image -> (Q_D, H1, W1) window-merged cosine logits at the resized size and
-        the background threshold (spec §1.2, §4.3); :meth:`postprocess` takes them to the output size."""
+        the background threshold (overlaps are averaged on cosine logits, before any softmax); :meth:`postprocess`
+        takes them to the output size."""
         boxes = window_boxes(image.shape[-2], image.shape[-1], self.crop, self.stride)
         step = self.window_batch if self.window_batch > 0 else len(boxes)
         per_window = torch.cat([self.window_logits(crop_windows(image, boxes[start:start + step]), text)
@@ -179,7 +182,7 @@ class CDAMSegmentor(nn.Module):
 
     def postprocess(self, merged: torch.Tensor, threshold: float, image: torch.Tensor,
                     output_size: Tuple[int, int], text: TextQueries) -> SegmentationResult:
-        """Resize to the output size, PAMR, probabilities and the background rule (spec §4).
+        """Resize to the output size, PAMR, probabilities and the background rule.
 
         Args:
             merged: (Q_D, H1, W1) window-merged cosine logits of ``image`` (3, H1, W1); threshold: its

@@ -1,4 +1,4 @@
-"""Sliding-window placement and merging (spec §1.2)."""
+"""Sliding-window placement and merging, as released: no padding, overlaps averaged on cosine logits."""
 from typing import List, Tuple
 
 import torch

@@ -1,4 +1,5 @@
-"""Text embeddings of query names: prompt-template ensembles (spec §2.1), cached on disk.
+"""Text embeddings of query names: prompt-template ensembles (by default the released 80 OpenAI ImageNet templates),
+cached on disk.
 
 Encoding is truncated: with a causal attention mask, the token a prompt is pooled at (its end-of-text token)
 only sees the tokens before it, so a batch of prompts runs through the text transformer at the length of its

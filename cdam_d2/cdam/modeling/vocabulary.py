@@ -1,7 +1,8 @@
 """Class vocabularies: name files, synonyms and the augmented text prompts (ATP).
 
 A vocabulary is a list of classes; each class has one or more synonyms. Every synonym becomes its own
-text query; ``query_to_class[q]`` gives the class index of query ``q`` (spec §2.2).
+text query; ``query_to_class[q]`` gives the class index of query ``q``; a class's probability is the max
+over its synonyms' probabilities (the released name files have a single name per class).
 """
 import os
 from dataclasses import dataclass
@@ -84,5 +85,6 @@ def parse_vocabulary_string(text: str) -> Vocabulary:
 
 
 def atp_words() -> List[str]:
-    """The 80 augmented-text-prompt words shared by all datasets (spec Appendix A)."""
+    """The 80 augmented-text-prompt words shared by all datasets, in the released order: PACO colours, patterns,
+    materials and transparency words, COCO thing and COCO-Stuff supercategories, then "person"."""
     return list(read_class_names_file(ATP_WORDS_FILE).queries)

@@ -20,7 +20,7 @@ def soft_kmeans(features, centroids, num_iters):
 
     Returns:
         assignment (B, N, M): the soft assignment of the *last* round, computed from the centroids
-            before the last update (the official "stale" assignment, spec §7.2).
+            before the last update (the official "stale" assignment, one update behind the centroids; replicated).
         centroids (B, M, C): the centroids after the last update.
     """
     scale = features.shape[-1] ** -0.5

@@ -1,4 +1,5 @@
-"""Dense-CRF post-processing (spec §3.3), in the calling process or in a pool of light worker processes.
+"""Dense-CRF post-processing of the fused test probabilities (the release's VOC protocol), in the calling process or
+in a pool of light worker processes.
 
 The pool belongs to whoever opens it (an evaluation, see ``ClusterCAM.evaluation_context``): it is
 a context manager whose workers all end when it closes. Each worker is ``crf_worker.py`` run as a

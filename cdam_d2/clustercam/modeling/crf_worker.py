@@ -1,4 +1,5 @@
-"""Dense CRF (spec §3.3) and the worker process that runs it for ``CRFWorkerPool``.
+"""Dense CRF (the released settings: unary -log of the max-fused probabilities, Gaussian and bilateral pairwise
+terms, 10 mean-field iterations) and the worker process that runs it for ``CRFWorkerPool``.
 
 This file imports only the standard library, numpy and pydensecrf, because ``CRFWorkerPool``
 runs it as a script (``python crf_worker.py FD``): the workers then load neither torch nor

@@ -1,4 +1,4 @@
-"""Test-time segmentation from the decoder (spec §3)."""
+"""Test-time segmentation from the decoder (never from the CAMs), at the original resolution."""
 import warnings
 
 import torch

@@ -1,4 +1,5 @@
-"""ClusterCAM losses (spec §2.5)."""
+"""ClusterCAM losses: multi-label soft margin on class-token and CAM-head logits, and the bg/fg-balanced
+cross-entropy on pseudo-labels; there are no others."""
 import torch
 from torch import distributed as dist
 from torch.nn import functional as F

@@ -1,4 +1,4 @@
-"""ClusterCAM network (spec §1): DeiT with K class tokens, cluster blocks, CAM head and decoder."""
+"""ClusterCAM network: DeiT with K class tokens, cluster blocks, CAM head and decoder."""
 import math
 
 import torch
@@ -12,7 +12,8 @@ __all__ = ["ClusterCAMNet", "LargeFOV", "interpolate_patch_pos_embed"]
 
 
 def interpolate_patch_pos_embed(patch_pos, grid_size):
-    """(1, g*g, C) stored square patch position grid -> (1, Hp*Wp, C) for ``grid_size`` (spec §1.2)."""
+    """(1, g*g, C) stored square patch position grid -> (1, Hp*Wp, C) for ``grid_size``
+    (bicubic with the released "+0.1" scale factors)."""
     side = math.isqrt(patch_pos.shape[1])
     return resample_patch_positions(patch_pos[0], (side, side), grid_size)[None]
 
@@ -66,7 +67,8 @@ class ClusterCAMNet(nn.Module):
                          use_clusters=i >= depth - cluster_depth, cluster_cell=cluster_cell,
                          cluster_iters=cluster_iters, clamp_alpha=clamp_alpha)
             for i in range(depth))
-        # Loaded from DeiT but never applied (spec §7.5); kept for 1:1 checkpoint conversion.
+        # Loaded from DeiT but never applied (the release puts no final LayerNorm before the heads); kept for 1:1
+        # checkpoint conversion.
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         feature_dim = embed_dim + cluster_depth * num_heads * num_classes
         self.head = nn.Conv2d(feature_dim, num_classes, 3, padding=1)
@@ -140,7 +142,7 @@ class ClusterCAMNet(nn.Module):
         return out
 
     def forward(self, images, with_segmentation=True):
-        """Normal forward (spec §1.6a).
+        """Normal forward (training, and inference in eval mode).
 
         Returns:
             cls_logits (B, K): mean over channels of each class token;
@@ -155,7 +157,7 @@ class ClusterCAMNet(nn.Module):
         return cls_logits, pat_logits, segs
 
     def forward_cams(self, images):
-        """CAM mode (spec §1.6b): (B, 3, H, W) -> (B, K, Hp, Wp).
+        """CAM mode, used only for pseudo-labels: (B, 3, H, W) -> (B, K, Hp, Wp).
 
         ReLU(head without bias) weighted by the head-mean class->patch attention summed over the
         last ``cam_last_layers`` blocks, then propagated by R (patch affinity summed over all blocks).

@@ -1,4 +1,4 @@
-"""Pixel-Adaptive Refinement (PAR, from AFA), exactly as spec §5."""
+"""Pixel-Adaptive Refinement (PAR, from AFA), exactly as ClusterCAM's release runs it."""
 import math
 
 import torch

@@ -1,4 +1,5 @@
-"""Pretrained weights: DeiT ImageNet checkpoints (spec §8) and official ClusterCAM checkpoints (§1.8)."""
+"""Pretrained weights: DeiT ImageNet checkpoints (mapped onto ClusterCAM as the release does) and official
+ClusterCAM checkpoints (converted key by key)."""
 import logging
 
 import torch
@@ -133,7 +134,10 @@ def load_deit_state_dict(source):
 
 
 def load_deit_weights(net, source):
-    """Load DeiT weights into a ``ClusterCAMNet`` with the spec §8 mapping; returns the loaded keys."""
+    """Load DeiT weights into a ``ClusterCAMNet``; returns the loaded keys.
+
+    The released mapping: class tokens and class positions repeat DeiT's CLS ones K times, block parameters come
+    from the DeiT modules of ``_BLOCK_MAPPING``; the rest (``NOT_PRETRAINED_*``) stays random."""
     mapped = deit_to_clustercam(load_deit_state_dict(source), net.state_dict())
     incompatible = net.load_state_dict(mapped, strict=False)
     if incompatible.unexpected_keys:

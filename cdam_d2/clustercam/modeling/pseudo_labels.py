@@ -1,4 +1,4 @@
-"""On-the-fly pseudo-labels (spec §2.3-2.4): multi-scale CAMs, background band and PAR."""
+"""On-the-fly pseudo-labels, computed from the current weights: multi-scale CAMs, background band and PAR."""
 import torch
 from torch.nn import functional as F
 
@@ -48,7 +48,9 @@ def normalize_cams(cams, labels):
 
 
 def denormalize_to_unit(images, pixel_mean, pixel_std):
-    """Normalised (B, 3, H, W) -> RGB in [0, 1] through clamped, floored 0..255 values (spec §7.14).
+    """Normalised (B, 3, H, W) -> RGB in [0, 1] through clamped, floored 0..255 values.
+
+    The release casts to uint8, which truncates and is undefined for RandomErasing noise outside 0..255.
 
     pixel_mean / pixel_std: (3, 1, 1) on the 0..255 scale.
     """
@@ -56,7 +58,7 @@ def denormalize_to_unit(images, pixel_mean, pixel_std):
 
 
 def refine_with_background_band(cams, labels, images_unit, par, bg_thr=0.40, delta=0.10):
-    """AFA's two-threshold background band plus PAR (spec §2.4).
+    """AFA's two-threshold background band plus PAR, as released.
 
     Args:
         cams: (B, K, H, W) normalised, label-masked CAMs in [0, 1).

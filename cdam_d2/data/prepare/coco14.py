@@ -1,4 +1,5 @@
-"""MS COCO 2014 for ClusterCAM (clustercam.md §4.2): split lists, image-level labels, label PNGs.
+"""MS COCO 2014 for ClusterCAM: split lists, image-level labels, label PNGs (the release ships neither its
+COCO label file nor its label PNGs, so both are rebuilt from the instance annotations).
 
 Inputs: ``instances_{train2014,val2014}.json``. Outputs under ``COCO14/``:
 

@@ -6,10 +6,11 @@ Conventions (shared by COCO-Object-from-instances and COCO-2014):
   background.
 - Label maps: start from zeros, paint every **non-crowd** annotation of the image in annotation-list
   order, so later annotations overwrite earlier ones. Crowd annotations (``iscrowd=1``) are not
-  painted: their pixels stay background unless a non-crowd annotation covers them. This follows the
-  community procedure of clustercam.md §4.2 and keeps the maps free of 255 (nothing is ignored).
-- Image-level labels count every annotation, crowd included (clustercam.md §4.2: "≥ 1 instance
-  annotation of category c").
+  painted: their pixels stay background unless a non-crowd annotation covers them. ClusterCAM's release
+  does not say how its maps were made; this is the procedure common in weakly supervised segmentation
+  code, and it keeps the maps free of 255 (nothing is ignored).
+- Image-level labels count every annotation, crowd included: category c is present iff the image has at
+  least one instance annotation of c.
 """
 import json
 import os

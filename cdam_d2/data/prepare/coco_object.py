@@ -1,4 +1,5 @@
-"""COCO-Object labels (0 = background, 1..80 things) for ``coco_stuff164k`` (cdam.md §5.2).
+"""COCO-Object labels (0 = background, 1..80 things) for ``coco_stuff164k``: those that CDAM's released
+converter (inherited from SCLIP) writes from the COCO-Stuff maps.
 
 Output: ``coco_stuff164k/annotations/<split>/<id>_instanceTrainIds.png``, single-channel uint8.
 Two sources give the same class order (contiguous id = rank of the COCO category id):
@@ -32,7 +33,7 @@ IMAGES_HINT = (
 
 
 def stuffthingmap_mapping():
-    """Raw stuffthingmap value -> COCO-Object label (cdam.md §5.2): the 80 used thing values get
+    """Raw stuffthingmap value -> COCO-Object label: the 80 used thing values get
     1..80 in ascending order, stuff 91..181 and unlabeled 255 get 0. Raw 90, the ten unused thing
     values and 182..254 are unknown (none of them occurs in COCO-Stuff164k)."""
     thing_values = [value for value in range(90) if value not in UNUSED_THING_VALUES]

@@ -1,4 +1,4 @@
-"""PASCAL VOC 2012 image-level labels (clustercam.md §4.1).
+"""PASCAL VOC 2012 image-level labels, made as the released ``cls_labels.npy`` was.
 
 Labels are segmentation ids 1..20 in the alphabetical VOC order. The faithful source is the XML
 ``Annotations``: every ``<name>`` tag whose text is a class name counts, difficult and truncated
