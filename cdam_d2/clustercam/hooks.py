@@ -1,4 +1,4 @@
-"""ClusterCAM's training hooks, installed by ``ClusterCAM.build_hooks`` (the Trainer recipe).
+"""ClusterCAM's training hooks, installed by ``ClusterCAMRecipe.build_hooks``.
 
 - In-training evaluation as in the release, which evaluated after every epoch and picked its reported
   checkpoint among those of the segmentation phase on val: once per epoch, but only after the decoder has
