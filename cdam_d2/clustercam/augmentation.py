@@ -22,7 +22,7 @@ def posterize_in_range(image, bits_to_keep, zero_bits="black", **_):
     """timm's posterize op with the bit count kept in Pillow's range [1, 8].
 
     ``rand-m9-mstd0.5-inc1`` draws the magnitude from N(9, 0.5) clipped to [0, 10]; PosterizeIncreasing
-    keeps ``4 - int(0.4 m)`` bits, so m = 10 (about 2% of the draws) asks for 0 bits, which Pillow >= 11
+    keeps ``4 - int(0.4 m)`` bits, so m = 10 (about 2% of the draws) asks for 0 bits, which recent Pillow (13)
     rejects. ``zero_bits`` "black" returns what Pillow 10.2 (the release's version) returned for 0
     bits, an all-black image (its mask kept no bit); "one_bit" keeps one bit instead.
     """

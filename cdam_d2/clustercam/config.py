@@ -34,7 +34,7 @@ def add_config(cfg):
     cc.INPUT.CROP_SCALE = (0.08, 1.0)
     cc.INPUT.HFLIP_PROB = 0.5
     cc.INPUT.AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"
-    # Posterize at magnitude 10 keeps 0 bits, which Pillow >= 11 rejects. "black": the all-black image
+    # Posterize at magnitude 10 keeps 0 bits, which recent Pillow (13) rejects. "black": the all-black image
     # the release got from Pillow 10.2 (its pinned version); "one_bit": keep 1 bit instead.
     cc.INPUT.POSTERIZE_ZERO_BITS = "black"
     cc.INPUT.INTERPOLATION = "bicubic"
