@@ -9,7 +9,7 @@ Guide: docs/BENCHMARK_TABLE.md.
 """
 import os
 
-from cdam_d2.engine.benchmark_table import main
+from cdam_d2.cdam.benchmark_table import main
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 

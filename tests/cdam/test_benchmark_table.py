@@ -45,7 +45,7 @@ def _fake_main(values, calls):
 @requires_detectron2
 class MethodsTest(unittest.TestCase):
     def test_method_specs_expand_to_the_shipped_configs(self):
-        from cdam_d2.engine.benchmark_table import method_from_spec, plan_cells
+        from cdam_d2.cdam.benchmark_table import method_from_spec, plan_cells
 
         cdam = method_from_spec("cdam", CONFIGS)
         baseline = method_from_spec("variants:sclip_baseline", CONFIGS)
@@ -63,7 +63,7 @@ class MethodsTest(unittest.TestCase):
         self.assertNotEqual(changed.config_hash, plan["cdam"]["voc21"].config_hash)
 
     def test_config_dir_and_explicit_files(self):
-        from cdam_d2.engine.benchmark_table import method_from_config_dir, method_from_spec, plan_cells
+        from cdam_d2.cdam.benchmark_table import method_from_config_dir, method_from_spec, plan_cells
 
         with tempfile.TemporaryDirectory() as tmp:
             directory = os.path.join(tmp, "mine")
@@ -77,7 +77,7 @@ class MethodsTest(unittest.TestCase):
             self.assertEqual(list(plan_cells([files], [], tmp)["x"]), ["voc20", "context59"])
 
     def test_bad_input_gets_an_error_naming_it(self):
-        from cdam_d2.engine.benchmark_table import (BenchmarkTableError, method_from_config_dir, method_from_spec,
+        from cdam_d2.cdam.benchmark_table import (BenchmarkTableError, method_from_config_dir, method_from_spec,
                                                     plan_cells)
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +111,7 @@ class MethodsTest(unittest.TestCase):
                     make()
 
     def test_command_line_reports_bad_input_as_a_usage_error(self):
-        from cdam_d2.engine.benchmark_table import main
+        from cdam_d2.cdam.benchmark_table import main
 
         for argv, message in (([], "give at least one --method"),
                               (["--method", "nosuch"], "Unknown method 'nosuch'"),
@@ -128,7 +128,7 @@ class RunTest(unittest.TestCase):
     """Resuming and missing data, with ``cli.main`` replaced by a fake (no model, no data read)."""
 
     def setUp(self):
-        from cdam_d2.engine.benchmark_table import method_from_spec
+        from cdam_d2.cdam.benchmark_table import method_from_spec
 
         self.tmp = tempfile.TemporaryDirectory()
         self.addCleanup(self.tmp.cleanup)
@@ -137,12 +137,12 @@ class RunTest(unittest.TestCase):
         self.calls = []
         self.values = {"cdam_voc21.yaml": 41.25, "cdam_context60.yaml": 30.0}
         # The datasets count as present.
-        patcher = mock.patch("cdam_d2.engine.benchmark_table.missing_reason", return_value=None)
+        patcher = mock.patch("cdam_d2.cdam.benchmark_table.missing_reason", return_value=None)
         patcher.start()
         self.addCleanup(patcher.stop)
 
     def run_table(self, opts=(), main=None):
-        from cdam_d2.engine.benchmark_table import run_table
+        from cdam_d2.cdam.benchmark_table import run_table
 
         with mock.patch("cdam_d2.engine.cli.main", main or _fake_main(self.values, self.calls)):
             return run_table([self.method], opts, self.out, progress=lambda message: None)
@@ -198,7 +198,7 @@ class RunTest(unittest.TestCase):
             main_func(*args)
 
         with mock.patch.object(cli, "launch", launch):
-            from cdam_d2.engine.benchmark_table import run_table
+            from cdam_d2.cdam.benchmark_table import run_table
 
             with mock.patch("cdam_d2.engine.cli.main", _fake_main(self.values, self.calls)):
                 run_table([self.method], [], self.out, num_gpus=2, progress=lambda message: None)
@@ -210,7 +210,7 @@ class MissingDataTest(unittest.TestCase):
     def test_missing_data_and_missing_configs_are_told_apart(self):
         from cdam_d2.data.datasets import default_datasets_root
         from cdam_d2.data.datasets.register import register_all_cdam_datasets
-        from cdam_d2.engine.benchmark_table import method_from_spec, run_table, to_markdown
+        from cdam_d2.cdam.benchmark_table import method_from_spec, run_table, to_markdown
 
         with tempfile.TemporaryDirectory() as tmp:
             register_all_cdam_datasets(os.path.join(tmp, "no_datasets"))
@@ -235,7 +235,7 @@ class MissingDataTest(unittest.TestCase):
 @requires_detectron2
 class FormatTest(unittest.TestCase):
     def test_markdown_csv_and_json(self):
-        from cdam_d2.engine.benchmark_table import (DONE, MISSING, NOT_AVAILABLE, Outcome, Table, to_csv, to_json,
+        from cdam_d2.cdam.benchmark_table import (DONE, MISSING, NOT_AVAILABLE, Outcome, Table, to_csv, to_json,
                                                     to_markdown)
 
         complete = {key: Outcome(DONE, 10.0 * (index + 1) + 0.04) for index, key in enumerate(KEYS)}
@@ -352,7 +352,7 @@ class EndToEndTest(unittest.TestCase):
 
     def run_tool(self, main_patch):
         """The tool's stdout and the number of evaluations, with ``cli.main`` patched by ``main_patch``."""
-        from cdam_d2.engine.benchmark_table import main
+        from cdam_d2.cdam.benchmark_table import main
 
         stdout = io.StringIO()
         with main_patch as patched, contextlib.redirect_stdout(stdout):

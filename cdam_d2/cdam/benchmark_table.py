@@ -26,7 +26,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..utils.files import prepare_output_dir, save_json, write_atomically
-from . import cli
+from ..engine import cli
 
 
 @dataclass(frozen=True)
