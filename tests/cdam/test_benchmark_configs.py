@@ -4,9 +4,8 @@ import os
 import tempfile
 import unittest
 
-from tests.d2_guard import requires_detectron2
+from tests.helpers import CONFIGS, one_template_file, requires_detectron2, slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The 8 datasets of the training-free open-vocabulary protocol: config -> (dataset, classes, threshold on).
 BENCHMARK_CONFIGS = {
     "cdam_voc21.yaml": ("cdam_voc21_sem_seg_val", 21, True),
@@ -20,6 +19,7 @@ BENCHMARK_CONFIGS = {
 }
 
 
+@slow
 @requires_detectron2
 class BenchmarkConfigsTest(unittest.TestCase):
     def test_every_benchmark_config_evaluates_on_its_toy_layout(self):
@@ -28,7 +28,7 @@ class BenchmarkConfigsTest(unittest.TestCase):
         from cdam_d2.data.toy import make_toy_datasets
         from cdam_d2.engine import argument_parser, load_cfg, main
 
-        shipped = {name for name in os.listdir(os.path.join(REPO, "configs")) if name.startswith("cdam_")}
+        shipped = {name for name in os.listdir(CONFIGS) if name.startswith("cdam_")}
         self.assertEqual(shipped, set(BENCHMARK_CONFIGS))
         # Later tests see every name under $DETECTRON2_DATASETS again.
         self.addCleanup(self._point_builtins_at, default_datasets_root())
@@ -38,13 +38,11 @@ class BenchmarkConfigsTest(unittest.TestCase):
             counts = make_toy_datasets(root)
             register_all_cdam_datasets(root)  # cdam_* names now read the toy root
             self._point_builtins_at(root)
-            templates = os.path.join(tmp, "templates.txt")
-            with open(templates, "w") as f:
-                f.write("a photo of a {}.\n")
+            templates = one_template_file(tmp)
             for config, (dataset, num_classes, threshold_on) in BENCHMARK_CONFIGS.items():
                 with self.subTest(config):
                     args = argument_parser().parse_args([
-                        "--config-file", os.path.join(REPO, "configs", config), "--eval-only",
+                        "--config-file", os.path.join(CONFIGS, config), "--eval-only",
                         "MODEL.DEVICE", "cpu", "MODEL.CDAM.CLIP_MODEL", "tiny:ViT-B-16",
                         "MODEL.CDAM.CLIP_WEIGHTS", "random", "MODEL.CDAM.TEMPLATES", templates,
                         "MODEL.CDAM.TEXT_CACHE_DIR", "", "MODEL.CDAM.SLIDE_CROP", "64",
@@ -54,7 +52,7 @@ class BenchmarkConfigsTest(unittest.TestCase):
                     self.assertEqual(sum(key.startswith("IoU-") for key in results["sem_seg"]), num_classes)
                     self.assertFalse(math.isnan(results["sem_seg"]["mIoU"]))
                     self.assertGreater(counts[dataset], 0)
-                    cfg = load_cfg(os.path.join(REPO, "configs", config))[0]
+                    cfg = load_cfg(os.path.join(CONFIGS, config))[0]
                     self.assertEqual(cfg.DATASETS.TEST, (dataset,))
                     self.assertEqual(cfg.MODEL.CDAM.ALPHA > 0, threshold_on)
 

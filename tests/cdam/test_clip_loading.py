@@ -22,7 +22,7 @@ from torch import nn
 from cdam_d2.cdam.modeling import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip
 from cdam_d2.cdam.modeling.clip_loader import OPENAI_ONLY_KEYS, file_fingerprint, resolve_clip_weights
 from cdam_d2.weights import PickledWeightsError, WeightsFileError
-from tests.d2_guard import requires_detectron2
+from tests.helpers import CDAM_TOY_CONFIG, requires_detectron2, toy_cfg, truncate_half
 
 TINY = "cdam-test-tiny-ViT-B-16"
 OPENAI_EXTRAS = {"input_resolution": 224, "context_length": 77, "vocab_size": 49408}
@@ -207,8 +207,7 @@ class TestOpenClipCheckpoints(unittest.TestCase):
         with tempfile.TemporaryDirectory() as folder:
             truncated = os.path.join(folder, "truncated.pt")
             torch.save(source.state_dict(), truncated)
-            with open(truncated, "r+b") as f:
-                f.truncate(os.path.getsize(truncated) // 2)
+            truncate_half(truncated)
             pickled = os.path.join(folder, "pickled.pt")
             torch.save({"state_dict": source.state_dict(), "optimizer": logging.Formatter()}, pickled)
             for path, error in ((truncated, WeightsFileError), (pickled, PickledWeightsError)):
@@ -248,17 +247,14 @@ class TestCDAMCheckpointRoundTrip(unittest.TestCase):
         from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.modeling import build_model
 
-        from cdam_d2.engine import load_cfg
         from cdam_d2.engine.checkpoint import CoveringCheckpointer
 
         register_tiny_configs()
         with tempfile.TemporaryDirectory() as folder:
             paths = openai_checkpoints(folder)[1]
-            config = os.path.join(os.path.dirname(__file__), "..", "configs", "quick_schedules",
-                                  "cdam_voc21_toy_eval.yaml")
 
             def cdam(*opts):
-                return build_model(load_cfg(config, ["MODEL.DEVICE", "cpu", "MODEL.CDAM.CLIP_MODEL", TINY, *opts])[0])
+                return build_model(toy_cfg(CDAM_TOY_CONFIG, "MODEL.CDAM.CLIP_MODEL", TINY, *opts))
 
             with LogCapture() as messages:
                 model = cdam("MODEL.CDAM.CLIP_WEIGHTS", paths["torchscript"])

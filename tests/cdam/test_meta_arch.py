@@ -1,18 +1,14 @@
-"""CDAM through Detectron2: config, build_model, mapper, odd sizes, training guard, train_net --eval-only."""
+"""CDAM through Detectron2: config files, build_model, odd sizes, dataset vocabularies, CPU precision,
+training guard."""
 import os
-import subprocess
-import sys
 import tempfile
 import unittest
 import unittest.mock
 
-import numpy as np
 import torch
 
-from tests.d2_guard import requires_detectron2
+from tests.helpers import CDAM_TOY_CONFIG, CONFIGS, one_template_file, requires_detectron2, toy_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOY_CONFIG = os.path.join(REPO, "configs", "quick_schedules", "cdam_voc21_toy_eval.yaml")
 BASES = ("maskclip", "sclip", "clearclip", "gem", "naclip")
 # dataset -> (test dataset, background class, short side, crop, stride)
 BENCHMARKS = {
@@ -27,20 +23,6 @@ BENCHMARKS = {
 }
 
 
-def one_template_file(folder):
-    """A template file with one template: keeps text encoding of 100+ names fast."""
-    path = os.path.join(folder, "templates.txt")
-    with open(path, "w") as f:
-        f.write("a photo of a {}.\n")
-    return path
-
-
-def toy_cfg(*opts):
-    from cdam_d2.engine import load_cfg
-
-    return load_cfg(TOY_CONFIG, ["MODEL.DEVICE", "cpu", *opts])[0]
-
-
 @requires_detectron2
 class TestCDAMMetaArch(unittest.TestCase):
     @classmethod
@@ -48,7 +30,8 @@ class TestCDAMMetaArch(unittest.TestCase):
         from detectron2.modeling import build_model
 
         cls.folder = tempfile.TemporaryDirectory()
-        cls.model = build_model(toy_cfg("MODEL.CDAM.TEMPLATES", one_template_file(cls.folder.name))).eval()
+        templates = one_template_file(cls.folder.name)
+        cls.model = build_model(toy_cfg(CDAM_TOY_CONFIG, "MODEL.CDAM.TEMPLATES", templates)).eval()
 
     @classmethod
     def tearDownClass(cls):
@@ -59,7 +42,7 @@ class TestCDAMMetaArch(unittest.TestCase):
 
         from cdam_d2 import add_cdam_config
 
-        folders = [os.path.join(REPO, "configs"), os.path.join(REPO, "configs", "variants")]
+        folders = [CONFIGS, os.path.join(CONFIGS, "variants")]
         paths = [os.path.join(folder, name) for folder in folders for name in sorted(os.listdir(folder))
                  if name.startswith(("cdam_", "Base-CDAM"))]
         self.assertEqual(len(paths), 1 + len(BENCHMARKS) * (1 + 2 * len(BASES)))
@@ -78,7 +61,7 @@ class TestCDAMMetaArch(unittest.TestCase):
         def load(path):
             cfg = get_cfg()
             add_cdam_config(cfg)
-            cfg.merge_from_file(os.path.join(REPO, "configs", path))
+            cfg.merge_from_file(os.path.join(CONFIGS, path))
             return cfg
 
         for dataset, (test_name, with_background, short_side, crop, stride) in BENCHMARKS.items():
@@ -93,7 +76,7 @@ class TestCDAMMetaArch(unittest.TestCase):
                     self.assertEqual((variant.MODEL.CDAM.BASE, variant.MODEL.CDAM.USE_CDAM), (base, use_cdam))
                     self.assertEqual(tuple(variant.DATASETS.TEST), (test_name,))
                     self.assertEqual(variant.MODEL.CDAM.ALPHA, cfg.MODEL.CDAM.ALPHA)
-            with open(os.path.join(REPO, "configs", "variants", f"cdam_{dataset}_naclip.yaml")) as f:
+            with open(os.path.join(CONFIGS, "variants", f"cdam_{dataset}_naclip.yaml")) as f:
                 self.assertIn("no published number", f.read())  # NACLIP + CDAM is this package's addition
 
     def test_output_shapes_for_odd_sizes(self):
@@ -148,12 +131,12 @@ class TestCDAMMetaArch(unittest.TestCase):
         from detectron2.modeling import build_model
 
         with self.assertRaisesRegex(ValueError, "MODEL.CDAM.CPU_PRECISION 'fp16' is not one of"):
-            build_model(toy_cfg("MODEL.CDAM.CPU_PRECISION", "fp16"))
+            build_model(toy_cfg(CDAM_TOY_CONFIG, "MODEL.CDAM.CPU_PRECISION", "fp16"))
         with unittest.mock.patch.object(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False), \
                 self.assertLogs("cdam_d2.cdam.meta_arch", "WARNING") as logs:
-            build_model(toy_cfg("MODEL.CDAM.CPU_PRECISION", "bf16", "MODEL.CDAM.TEXT_CACHE_DIR", ""))
+            build_model(toy_cfg(CDAM_TOY_CONFIG, "MODEL.CDAM.CPU_PRECISION", "bf16", "MODEL.CDAM.TEXT_CACHE_DIR", ""))
         self.assertIn("no native bf16 matrix products", "\n".join(logs.output))
-        model = build_model(toy_cfg("MODEL.CDAM.CPU_PRECISION", "bf16", "MODEL.CDAM.TEMPLATES",
+        model = build_model(toy_cfg(CDAM_TOY_CONFIG, "MODEL.CDAM.CPU_PRECISION", "bf16", "MODEL.CDAM.TEMPLATES",
                                     one_template_file(self.folder.name), "MODEL.CDAM.TEXT_CACHE_DIR", "")).eval()
         segmentor = model.segmentor
         seen = {}
@@ -200,61 +183,6 @@ class TestCDAMMetaArch(unittest.TestCase):
                              "meta": {"dataset_name": "cdam_voc21_sem_seg_val"}}])
         self.assertEqual(output[0]["sem_seg"].shape, (21, 20, 30))
         self.assertNotIn("pixel_mean", model.state_dict())  # non-persistent buffer
-
-
-@requires_detectron2
-class TestCDAMTestMapper(unittest.TestCase):
-    def test_resize_rule(self):
-        from PIL import Image
-
-        from cdam_d2.cdam.mapper import CDAMTestMapper
-
-        mapper = CDAMTestMapper(toy_cfg("INPUT.MIN_SIZE_TEST", "448", "INPUT.MAX_SIZE_TEST", "2048"))
-        with tempfile.TemporaryDirectory() as folder:
-            path = os.path.join(folder, "a.png")
-            Image.fromarray(np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(path)
-            record = mapper({"file_name": path, "meta": {"dataset_name": "cdam_voc21_sem_seg_val"}})
-        self.assertEqual(tuple(record["image"].shape), (3, 448, 597))
-        self.assertEqual(record["image"].dtype, torch.uint8)
-        self.assertEqual((record["height"], record["width"]), (375, 500))
-        self.assertEqual(record["meta"], {"dataset_name": "cdam_voc21_sem_seg_val"})  # no dataset_name: kept
-
-    def test_stamps_the_loaders_dataset(self):
-        from PIL import Image
-
-        from cdam_d2.cdam.mapper import CDAMTestMapper
-        from cdam_d2.cdam.meta_arch import CDAM
-
-        cfg = toy_cfg()
-        with tempfile.TemporaryDirectory() as folder:
-            path = os.path.join(folder, "a.png")
-            Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path)
-            mapper = CDAMTestMapper(cfg, dataset_name="ade20k_sem_seg_val")
-            self.assertEqual(mapper({"file_name": path})["meta"], {"dataset_name": "ade20k_sem_seg_val"})
-            stale = {"file_name": path, "meta": {"dataset_name": "cdam_voc21_sem_seg_val", "other": 1}}
-            self.assertEqual(mapper(stale)["meta"], {"dataset_name": "ade20k_sem_seg_val", "other": 1})
-            self.assertEqual(stale["meta"]["dataset_name"], "cdam_voc21_sem_seg_val")  # input left alone
-        with unittest.mock.patch("cdam_d2.cdam.recipe.build_detection_test_loader") as build_loader:
-            CDAM.recipe.build_test_loader(cfg, "ade20k_sem_seg_val")
-        self.assertEqual(build_loader.call_args.kwargs["mapper"].dataset_name, "ade20k_sem_seg_val")
-
-
-@requires_detectron2
-class TestCDAMTrainNet(unittest.TestCase):
-    def test_toy_eval_only(self):
-        from cdam_d2.data.toy import make_toy_datasets
-
-        with tempfile.TemporaryDirectory() as folder:
-            root, output = os.path.join(folder, "datasets"), os.path.join(folder, "out")
-            make_toy_datasets(root)
-            env = dict(os.environ, DETECTRON2_DATASETS=root)
-            command = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", TOY_CONFIG,
-                       "--eval-only", "MODEL.DEVICE", "cpu", "OUTPUT_DIR", output]
-            done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-            self.assertEqual(done.returncode, 0, done.stderr[-4000:])
-            results = torch.load(os.path.join(output, "inference", "cdam_voc21_sem_seg_val",
-                                              "sem_seg_evaluation.pth"), weights_only=True)
-        self.assertIn("mIoU", results)
 
 
 if __name__ == "__main__":

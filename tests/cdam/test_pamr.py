@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from cdam_d2.cdam.modeling import CDAMSegmentor, DenseCLIPEncoder, TextQueries, build_clip
 from cdam_d2.cdam.modeling.pamr import neighbour_affinities, refine_masks
-from tests.d2_guard import requires_detectron2
+from tests.helpers import requires_detectron2
 
 
 def unfold_neighbourhoods(maps: torch.Tensor, dilation: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ import unittest
 import torch
 
 from cdam_d2.cdam.modeling.cdam_attention import cdam_attention, class_distributions, js_divergence
-from tests.test_cdam_reference import released_cdam_map, released_js
+from tests.cdam.test_reference import released_cdam_map, released_js
 
 QUERIES, GRID = 101, (16, 14)
 KINDS = {"peaked": 0.3, "flat": 0.01}  # spread of the cosine logits (T = 0.1)

@@ -1,4 +1,5 @@
-"""Golden properties of CDAM (cdam.md §8) on random inputs and tiny random CLIP towers."""
+"""Checkable properties of CDAM (text bank, resize and windows, class distributions, JS, normalised maps,
+thresholds, degenerate inputs) on random inputs and tiny random CLIP towers."""
 import math
 import unittest
 
@@ -13,7 +14,7 @@ from cdam_d2.cdam.modeling.dense_clip import BASE_VARIANTS
 from cdam_d2.cdam.modeling.postprocess import background_threshold, class_probabilities, encode_background
 from cdam_d2.cdam.resize import resized_shape
 from cdam_d2.cdam.modeling.sliding_window import merge_windows, window_boxes
-from tests.test_cdam_reference import bilinear_matrix, reference_last_block, released_js, released_normalize
+from tests.cdam.test_reference import bilinear_matrix, reference_last_block, released_js, released_normalize
 
 
 def random_logits(*shape, seed=0, scale=0.3, dtype=torch.float32):

@@ -1,8 +1,9 @@
 """CDAM fast path vs an independent, straightforward re-implementation of the released computation.
 
-The reference follows cdam.md literally: the KL-pair form of JS on full Q x N x N tensors, the two-step
-softmax + min-max normalisation, explicit bilinear interpolation matrices (U J U^T), a per-head (N+1) x (N+1)
-attention buffer with zero CLS row/column, and windows processed one at a time. Everything runs in float64.
+The reference spells out the released computation step by step: the KL-pair form of JS on full Q x N x N
+tensors, the two-step softmax + min-max normalisation, explicit bilinear interpolation matrices (U J U^T), a
+per-head (N+1) x (N+1) attention buffer with zero CLS row/column, and windows processed one at a time.
+Everything runs in float64.
 """
 import copy
 import math
@@ -41,7 +42,8 @@ def resize_maps(maps: torch.Tensor, size) -> torch.Tensor:
 
 
 def released_js(probs: torch.Tensor) -> torch.Tensor:
-    """(Q, N) -> (N, N): KL-pair form on broadcast Q x N x N tensors, exactly as spec §3.2."""
+    """(Q, N) -> (N, N): JS_ij = 1/2 KL(p_i || m_ij) + 1/2 KL(p_j || m_ij), m_ij = (p_i + p_j) / 2, with
+    eps = 1e-8 inside every log, on broadcast Q x N x N tensors (the released form)."""
     p_i, p_j = probs[:, :, None], probs[:, None, :]
     mid = (p_i + p_j) / 2
     return (0.5 * (p_i * (torch.log(p_i + EPS) - torch.log(mid + EPS))).sum(0)
@@ -58,7 +60,9 @@ def released_normalize(divergence: torch.Tensor, sharpen: float = 0.1) -> torch.
 
 def released_cdam_map(logits: torch.Tensor, temperature: float = 0.1, sharpen: float = 0.1,
                       dtype=torch.float64) -> torch.Tensor:
-    """(Q, g_h, g_w) first-pass logits -> (N, N) W, spec §3.3-3.5, one window, evaluated in ``dtype``."""
+    """(Q, g_h, g_w) first-pass logits -> (N, N) W for one window, evaluated in ``dtype``: the mean of the
+    full-resolution map and the six scale maps, each the normalised 1 - JS of the class softmax (/T) of the
+    logits resized to floor(g * s) per axis, its divergences upsampled back as U J U^T."""
     logits = logits.to(dtype)
     grid_h, grid_w = logits.shape[-2:]
     maps = [released_normalize(released_js(torch.softmax(logits.flatten(1) / temperature, 0)), sharpen)]

@@ -19,8 +19,7 @@ from cdam_d2.cdam.modeling import TextEmbedder, build_clip, load_templates, reso
 from cdam_d2.cdam.modeling.clip_loader import read_checkpoint
 from cdam_d2.cdam.modeling.text_bank import CausalTextTower
 from cdam_d2.cdam.modeling.vocabulary import atp_words, parse_vocabulary_string, read_class_names_file
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import slow, subprocess_env
 
 
 class TestVocabularies(unittest.TestCase):
@@ -199,13 +198,14 @@ class TestTextEmbedder(unittest.TestCase):
                 self.assertTrue(torch.equal(torch.load(path, weights_only=True)["embeddings"], expected), damage)
             self.assertEqual(os.listdir(folder), [os.path.basename(path)])  # no temporary left behind
 
+    @slow
     def test_concurrent_fills_of_an_empty_cache_all_succeed(self):
         names, templates = ["cat", "dog", "sofa"], ["a photo of a {}.", "{}"]
         with tempfile.TemporaryDirectory() as folder:
             cache = os.path.join(folder, "cache")
-            script = CONCURRENT_FILL.format(repo=REPO, folder=folder, cache=cache, names=names, templates=templates)
+            script = CONCURRENT_FILL.format(folder=folder, cache=cache, names=names, templates=templates)
             child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, env=subprocess_env())
             open(os.path.join(folder, "ready.parent"), "w").close()
             while not os.path.exists(os.path.join(folder, "ready.child")) and child.poll() is None:
                 time.sleep(0.01)
@@ -233,10 +233,10 @@ class TestTextEmbedder(unittest.TestCase):
             self.assertEqual(len(os.listdir(os.path.join(folder, "threads"))), 1)
 
 
-# A second process encoding into the same empty cache as the test, started together (file barrier).
+# A second process encoding into the same empty cache as the test, started together (file barrier);
+# it imports cdam_d2 from this checkout through the PYTHONPATH of subprocess_env.
 CONCURRENT_FILL = """
-import os, sys, time
-sys.path.insert(0, {repo!r})
+import os, time
 import torch
 from cdam_d2.cdam.modeling import TextEmbedder, build_clip
 model, tokenizer, identity = build_clip("tiny:ViT-B-16", "random")

@@ -1,5 +1,6 @@
-"""The release's RandAugment (``rand-m9-mstd0.5-inc1``) with posterize kept in Pillow's bit range:
-thousands of draws without an error, and every other draw identical to timm's own pipeline."""
+"""ClusterCAM's training augmentation: the train transform (crop, flip, RandAugment), random erasing, and the
+release's RandAugment (``rand-m9-mstd0.5-inc1``) with posterize kept in Pillow's bit range: thousands of draws
+without an error, and every other draw identical to timm's own pipeline."""
 import random
 import unittest
 
@@ -11,6 +12,7 @@ from cdam_d2.clustercam.augmentation import (
     build_train_transform,
     keep_posterize_in_range,
     posterize_in_range,
+    random_erasing,
 )
 
 POLICY = "rand-m9-mstd0.5-inc1"
@@ -89,6 +91,37 @@ class TestReleasePolicy(unittest.TestCase):
             image = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
             out = transform(image)
             self.assertEqual((out.shape, out.dtype), ((24, 24, 3), np.uint8))
+
+
+class TestAugmentation(unittest.TestCase):
+    def test_train_transform(self):
+        transform = build_train_transform(size=64)
+        image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 90, 3), dtype=np.uint8))
+        for _ in range(5):
+            out = transform(image)
+            self.assertEqual(out.shape, (64, 64, 3))
+            self.assertEqual(out.dtype, np.uint8)
+
+    def test_crop_flip_only_keeps_content(self):
+        # Without RandAugment and with the full-area crop of a square image, only a flip can happen.
+        transform = build_train_transform(size=32, crop_scale=(1.0, 1.0), auto_augment="")
+        array = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        outs = [transform(Image.fromarray(array)) for _ in range(20)]
+        for out in outs:
+            self.assertTrue(np.array_equal(out, array) or np.array_equal(out, array[:, ::-1]))
+        self.assertTrue(any(np.array_equal(o, array[:, ::-1]) for o in outs))
+
+    def test_random_erasing(self):
+        images = torch.zeros(8, 3, 32, 32)
+        self.assertTrue(torch.equal(random_erasing(images, 0.0), images))
+        erased = random_erasing(images, 1.0)
+        self.assertTrue(torch.equal(images, torch.zeros_like(images)))  # input untouched
+        for image in erased:
+            changed = (image != 0).any(0)
+            rows, cols = changed.any(1).nonzero(), changed.any(0).nonzero()
+            box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+            self.assertEqual(int(changed.sum()), int(box))  # one rectangle
+            self.assertTrue(0.02 * 1024 * 0.5 <= int(box) <= 1024 / 3 + 32)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The dense-CRF worker pool: same results as in-process, light workers, no process left after
-close, and a worker that dies ends the call with an error naming it instead of a hang."""
+"""The dense CRF (marginals, denoising) and its worker pool: same results as in-process, light workers, no
+process left after close, and a worker that dies ends the call with an error naming it instead of a hang."""
 import os
 import signal
 import threading
@@ -8,44 +8,34 @@ import unittest
 import numpy as np
 
 from cdam_d2.clustercam.modeling import CRFParams, CRFWorkerError, CRFWorkerPool, DenseCRFPostProcessor, dense_crf
-from tests.test_clustercam_inference import noisy_two_region_case
+from tests.helpers import child_pids, run_with_deadline, slow
 
 
-def child_pids(pid=None):
-    """Pids of the live (non-zombie) child processes of ``pid`` (default: this process), from /proc."""
-    pid = os.getpid() if pid is None else pid
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-        if int(fields[1]) == pid and fields[0] != "Z":
-            children.append(int(entry))
-    return children
+def noisy_two_region_case(seed, height=40, width=60):
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((height, width), dtype=np.int64)
+    truth[:, width // 2:] = 1
+    image = np.where(truth[..., None] == 1, [200, 40, 40], [40, 40, 200]).astype(np.uint8)
+    probs = np.stack([1.0 - truth, truth]).astype(np.float32) * 0.6 + 0.2
+    probs += rng.normal(0, 0.25, probs.shape).astype(np.float32)
+    return image, np.clip(probs, 0, 1).astype(np.float32), truth
 
 
-def run_with_deadline(function, seconds):
-    """Run ``function`` in a thread; fail (instead of hanging the suite) if it has not returned in time.
-    Returns the exception it raised, or None."""
-    outcome = {}
+class TestDenseCRF(unittest.TestCase):
+    def test_marginals_and_denoising(self):
+        image, probs, truth = noisy_two_region_case(0)
+        q = dense_crf(image, probs)
+        self.assertEqual(q.shape, probs.shape)
+        np.testing.assert_allclose(q.sum(0), 1.0, atol=1e-4)
+        raw_errors = (probs.argmax(0) != truth).sum()
+        crf_errors = (q.argmax(0) != truth).sum()
+        self.assertGreater(raw_errors, 20)
+        self.assertLess(crf_errors, raw_errors // 4)
 
-    def target():
-        try:
-            function()
-        except BaseException as exc:  # handed to the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise AssertionError(f"still running after {seconds} s: the call hangs")
-    return outcome.get("error")
+    def test_bad_image(self):
+        _, probs, _ = noisy_two_region_case(0)
+        with self.assertRaisesRegex(ValueError, "uint8"):
+            dense_crf(np.zeros((40, 60, 3), dtype=np.float32), probs)
 
 
 class TestCRFWorkerPool(unittest.TestCase):
@@ -55,6 +45,7 @@ class TestCRFWorkerPool(unittest.TestCase):
     def assert_no_new_children(self):
         self.assertEqual(set(child_pids()) - self.children_before, set())
 
+    @slow
     def test_pool_equals_in_process_and_leaves_nothing(self):
         cases = [noisy_two_region_case(seed) for seed in range(3)]
         images, probs = [c[0] for c in cases], [c[1] for c in cases]
@@ -75,6 +66,7 @@ class TestCRFWorkerPool(unittest.TestCase):
         with self.assertRaisesRegex(CRFWorkerError, "closed"):
             pool.map(images, probs, params)
 
+    @slow
     def test_workers_load_neither_torch_nor_detectron2(self):
         with CRFWorkerPool(1) as pool:
             pool.map(*[[x] for x in noisy_two_region_case(0)[:2]], CRFParams(num_iters=1))
@@ -84,6 +76,7 @@ class TestCRFWorkerPool(unittest.TestCase):
         for heavy in ("torch", "detectron2", "cdam_d2", "timm", "cv2"):
             self.assertNotIn(heavy, modules)
 
+    @slow
     def test_killed_worker_raises_an_error_naming_it(self):
         image, probs, _ = noisy_two_region_case(0, height=160, width=200)
         slow = CRFParams(num_iters=400)  # seconds per image, so the kill lands mid-job
@@ -103,6 +96,7 @@ class TestCRFWorkerPool(unittest.TestCase):
             pool.map([image], [probs], slow)
         pool.close()
 
+    @slow
     def test_worker_error_names_the_image(self):
         _, probs, _ = noisy_two_region_case(0)
         good = np.zeros((40, 60, 3), dtype=np.uint8)
@@ -112,6 +106,7 @@ class TestCRFWorkerPool(unittest.TestCase):
                 pool.map([good, bad], [probs, probs], CRFParams(num_iters=1), names=["a.jpg", "b.jpg"])
         self.assert_no_new_children()
 
+    @slow
     def test_forgotten_pool_is_ended(self):
         pool = CRFWorkerPool(1)
         pool.map(*[[x] for x in noisy_two_region_case(0)[:2]], CRFParams(num_iters=1))

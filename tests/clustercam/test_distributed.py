@@ -1,19 +1,17 @@
 """N processes train like one: a batch split over 2 CPU processes (gloo, Detectron2's ``launch``)
 gives the losses and gradients of one process holding the whole batch, also for the bg/fg-balanced
-segmentation loss when one process's images have no foreground (spec §2.5)."""
+segmentation loss (the mean of the background and the foreground cross-entropies, each averaged over its
+pixels in the whole batch) when one process's images have no foreground."""
 import os
 import tempfile
 import unittest
 
 import torch
 
-from tests.d2_guard import requires_detectron2
+from tests.helpers import CLUSTERCAM_TOY_CONFIG, requires_detectron2, slow, toy_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOY_CONFIG = os.path.join(REPO, "configs", "quick_schedules", "clustercam_voc_toy.yaml")
 # Deterministic training step: no DropPath (toy config), no RandomErasing, segmentation phase on.
-OPTS = ["MODEL.DEVICE", "cpu", "MODEL.CLUSTERCAM.INPUT.RANDOM_ERASING_PROB", "0.0",
-        "MODEL.CLUSTERCAM.LOSS.SEG_START_ITER", "0"]
+OPTS = ["MODEL.CLUSTERCAM.INPUT.RANDOM_ERASING_PROB", "0.0", "MODEL.CLUSTERCAM.LOSS.SEG_START_ITER", "0"]
 
 
 def crafted_segmentation_case():
@@ -32,10 +30,9 @@ def training_step(batch, world_size=1, rank=0):
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
-    from cdam_d2.engine import load_cfg
     from cdam_d2.engine.trainer import wrap_ddp
 
-    cfg = load_cfg(TOY_CONFIG, OPTS)[0]
+    cfg = toy_cfg(CLUSTERCAM_TOY_CONFIG, *OPTS)
     torch.manual_seed(0)  # the same initial weights in every process
     model = wrap_ddp(build_model(cfg), cfg)
     model.train()
@@ -73,6 +70,7 @@ def distributed_worker(batch_file, result_file):
         torch.save(result, result_file)
 
 
+@slow
 @requires_detectron2
 class TestTwoProcessesTrainLikeOne(unittest.TestCase):
     def test_same_losses_and_gradients(self):

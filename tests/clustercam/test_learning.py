@@ -1,7 +1,7 @@
 """Learnability: a tiny ClusterCAM trained with image-level labels only localises synthetic shapes.
 
-The training loop is the method's (§2.2): MLSM on class tokens and CAM head, then the segmentation
-phase on PAR-refined pseudo-labels from multi-scale CAMs. Ground-truth masks are used only to score.
+The training loop is the method's: multi-label soft-margin losses on the class tokens and the CAM head, then
+the segmentation phase on PAR-refined pseudo-labels from multi-scale CAMs. Ground-truth masks are used only to score.
 """
 import unittest
 

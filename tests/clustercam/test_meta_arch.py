@@ -5,16 +5,7 @@ import unittest
 
 import torch
 
-from tests.d2_guard import requires_detectron2
-
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-TOY_CONFIG = os.path.join(CONFIG_DIR, "quick_schedules", "clustercam_voc_toy.yaml")
-
-
-def toy_cfg(*opts):
-    from cdam_d2.engine import load_cfg
-
-    return load_cfg(TOY_CONFIG, ["MODEL.DEVICE", "cpu", *opts])[0]
+from tests.helpers import CLUSTERCAM_TOY_CONFIG, CONFIGS, requires_detectron2, toy_cfg
 
 
 def training_batch(batch=2, size=64):
@@ -33,7 +24,7 @@ class TestClusterCAMDetectron2(unittest.TestCase):
         for name in ("Base-ClusterCAM.yaml", "clustercam_voc.yaml", "clustercam_coco.yaml"):
             cfg = get_cfg()
             add_cdam_config(cfg)
-            cfg.merge_from_file(os.path.join(CONFIG_DIR, name))
+            cfg.merge_from_file(os.path.join(CONFIGS, name))
             self.assertEqual(cfg.MODEL.META_ARCHITECTURE, "ClusterCAM")
         self.assertEqual(cfg.MODEL.CLUSTERCAM.NUM_CLASSES, 80)
         self.assertEqual(cfg.MODEL.CLUSTERCAM.LOSS.SEG_START_ITER, 40 * 13680)
@@ -43,7 +34,7 @@ class TestClusterCAMDetectron2(unittest.TestCase):
         from detectron2.modeling import build_model
         from detectron2.utils.events import EventStorage
 
-        model = build_model(toy_cfg())
+        model = build_model(toy_cfg(CLUSTERCAM_TOY_CONFIG))
         model.train()
         for start_iter, expected in [(0, {"loss_cls", "loss_pat", "loss_seg"}), (100, {"loss_cls", "loss_pat"})]:
             model.seg_start_iter = start_iter
@@ -69,7 +60,7 @@ class TestClusterCAMDetectron2(unittest.TestCase):
     def test_schedule_longer_than_epochs_is_rejected(self):
         from cdam_d2.clustercam.solver import build_clustercam_lr_scheduler
 
-        cfg = toy_cfg("SOLVER.MAX_ITER", "7")  # toy schedule: 3 epochs x 2 iterations
+        cfg = toy_cfg(CLUSTERCAM_TOY_CONFIG, "SOLVER.MAX_ITER", "7")  # toy schedule: 3 epochs x 2 iterations
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         with self.assertRaisesRegex(ValueError, r"MAX_ITER=7 runs past .* 3 x 2 = 6"):
             build_clustercam_lr_scheduler(cfg, optimizer)
@@ -78,7 +69,7 @@ class TestClusterCAMDetectron2(unittest.TestCase):
         from detectron2.modeling import build_model
         from detectron2.utils.events import EventStorage
 
-        model = build_model(toy_cfg())
+        model = build_model(toy_cfg(CLUSTERCAM_TOY_CONFIG))
         batch = training_batch()
         batch[0]["image_labels"] = [21]
         with EventStorage(0), self.assertRaisesRegex(ValueError, "NUM_CLASSES"):
@@ -88,7 +79,7 @@ class TestClusterCAMDetectron2(unittest.TestCase):
         from detectron2.modeling import build_model
 
         for crf in ("False", "True"):
-            model = build_model(toy_cfg("MODEL.CLUSTERCAM.TEST.CRF.ENABLED", crf,
+            model = build_model(toy_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", crf,
                                         "MODEL.CLUSTERCAM.TEST.CRF.NUM_WORKERS", "1")).eval()
             inputs = [{"image": torch.randint(0, 256, (3, 53, 75), dtype=torch.uint8), "height": 53, "width": 75},
                       {"image": torch.randint(0, 256, (3, 64, 48), dtype=torch.uint8), "height": 128, "width": 96}]
@@ -106,7 +97,7 @@ class TestClusterCAMDetectron2(unittest.TestCase):
 
         from cdam_d2.clustercam.mapper import ClusterCAMDatasetMapper
 
-        cfg = toy_cfg()
+        cfg = toy_cfg(CLUSTERCAM_TOY_CONFIG)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "a.jpg")
             Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(path)

@@ -1,4 +1,5 @@
-"""ClusterCAM network: spec §6 golden properties and an independent re-derivation of the forward (§1)."""
+"""ClusterCAM network: shapes and parameter counts, clustering, attention features, position embedding and
+training behaviour, and an independent re-derivation of the forward from the formulas of the architecture."""
 import math
 import unittest
 from unittest import mock
@@ -19,7 +20,7 @@ def tiny_net(num_classes=3, **overrides):
     return ClusterCAMNet(num_classes, **kwargs)
 
 
-# ------------------------------------------------------------------ reference written from spec §1
+# ------------------------------------------ reference written from the formulas of the architecture
 def _ln(x, norm, eps):
     return F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, eps)
 

@@ -1,4 +1,6 @@
-"""DeiT -> ClusterCAM mapping (spec §8, §6.9, §6.18) and the official-checkpoint converter."""
+"""DeiT weights into ClusterCAM: the mapping (per block, the four LayerNorms from DeiT's norm1, both qkv from
+attn.qkv, both projections from attn.proj; proj_st, mix_param, head and decoder left as initialised; all class
+tokens identical after loading), the official-checkpoint converter, and a damaged DeiT file that names itself."""
 import os
 import tempfile
 import unittest
@@ -11,6 +13,7 @@ from cdam_d2.clustercam.modeling import (
     deit_to_clustercam,
     load_deit_weights,
 )
+from tests.helpers import requires_detectron2, truncate_half
 
 
 def fake_deit_state(depth=2, embed_dim=48, num_heads=2):
@@ -111,6 +114,24 @@ class TestOfficialConverter(unittest.TestCase):
         with torch.no_grad():
             for a, b in zip(net(images), other(images)):
                 torch.testing.assert_close(a, b)
+
+
+@requires_detectron2
+class TruncatedDeiTWeightsTest(unittest.TestCase):
+    def test_truncated_pretrained_file_names_the_key(self):
+        from cdam_d2.clustercam.modeling.pretrained import load_deit_state_dict
+        from cdam_d2.weights import WeightsFileError
+
+        with tempfile.TemporaryDirectory() as root:
+            path = os.path.join(root, "deit_small_patch16_224-cd65a155.pth")
+            torch.save({"model": {"cls_token": torch.zeros(1, 1, 8), "pos_embed": torch.zeros(1, 5, 8)}}, path)
+            self.assertEqual(set(load_deit_state_dict(path)), {"cls_token", "pos_embed"})
+            truncate_half(path)
+            with self.assertRaises(WeightsFileError) as raised:
+                load_deit_state_dict(path)
+        message = str(raised.exception)
+        for expected in (path, "MODEL.CLUSTERCAM.PRETRAINED", "download deit_small_patch16_224-cd65a155.pth again"):
+            self.assertIn(expected, message)
 
 
 if __name__ == "__main__":

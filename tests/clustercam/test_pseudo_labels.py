@@ -1,4 +1,6 @@
-"""PAR identities (spec §5, §6.13), pseudo-label semantics (§2.3-2.4, §6.11-12) and losses (§2.5)."""
+"""PAR identities (48 neighbours, no self term, weights summing to 1.01 per pixel), multi-scale CAMs and
+the background-band pseudo-labels (0, 255 or a present class), and the losses (multi-label soft margin; the
+segmentation loss as the mean of the background and the foreground cross-entropies)."""
 import math
 import unittest
 

@@ -3,25 +3,11 @@
 checkpoint, 2 CPU processes, and the pseudo-label export tool."""
 import json
 import os
-import re
-import subprocess
-import sys
 import tempfile
 import unittest
 
-from tests.d2_guard import requires_detectron2
-from tests.process_env import subprocess_env
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOY_CONFIG = os.path.join(REPO, "configs", "quick_schedules", "clustercam_voc_toy.yaml")
-
-
-def run_tool(script, args, env):
-    cmd = [sys.executable, os.path.join(REPO, "tools", script), *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc.stdout + proc.stderr
+from tests.helpers import (CLUSTERCAM_TOY_CONFIG, copypaste_miou, requires_detectron2, run_tool_script, slow,
+                           subprocess_env)
 
 
 def metrics(output_dir):
@@ -34,19 +20,13 @@ def iterations_logged(output_dir):
     return [r for r in metrics(output_dir) if "total_loss" in r]
 
 
-def copypaste_miou(log):
-    match = re.search(r"copypaste: ([0-9.]+),", log.split("copypaste: mIoU")[-1])
-    if match is None:
-        raise AssertionError(f"no mIoU in the log:\n{log[-2000:]}")
-    return float(match.group(1))
-
-
 def model_weights(path):
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
+@slow
 @requires_detectron2
 class TestClusterCAMTrainNet(unittest.TestCase):
     @classmethod
@@ -64,15 +44,15 @@ class TestClusterCAMTrainNet(unittest.TestCase):
 
     def test_train_resume_eval_export(self):
         out = os.path.join(self.tmp.name, "single")
-        config = ["--config-file", TOY_CONFIG]
+        config = ["--config-file", CLUSTERCAM_TOY_CONFIG]
         common = ["OUTPUT_DIR", out, "MODEL.DEVICE", "cpu"]
-        run_tool("train_net.py", [*config, *common, "SOLVER.MAX_ITER", "4"], self.env)
+        run_tool_script("train_net.py", [*config, *common, "SOLVER.MAX_ITER", "4"], self.env)
         self.assertTrue(os.path.isfile(os.path.join(out, "model_final.pth")))
         records = iterations_logged(out)
         self.assertIn("loss_seg", records[-1])  # seg phase starts at iteration 2
         self.assertIn("clustercam/alpha_0", records[-1])
 
-        log = run_tool("train_net.py", [*config, "--resume", *common, "SOLVER.MAX_ITER", "6"], self.env)
+        log = run_tool_script("train_net.py", [*config, "--resume", *common, "SOLVER.MAX_ITER", "6"], self.env)
         self.assertIn("Starting training from iteration 4", log)
         self.assertRegex(log, r"Resumed best checkpoint: sem_seg/mIoU [0-9.]+ at iteration 3")
         self.assertEqual(max(r["iteration"] for r in iterations_logged(out)), 5)
@@ -91,12 +71,13 @@ class TestClusterCAMTrainNet(unittest.TestCase):
         self.assertEqual(best["value"], max(in_training.values()))
         self.assertEqual(in_training[best["iteration"]], best["value"])
         single_scale = ["MODEL.CLUSTERCAM.TEST.SCALES", "[1.0]", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"]
-        log = run_tool("train_net.py", [*config, "--eval-only", *common, "MODEL.WEIGHTS", os.path.join(out, "model_best.pth"),
-                                        *single_scale], self.env)
+        log = run_tool_script("train_net.py", [*config, "--eval-only", *common, "MODEL.WEIGHTS",
+                                               os.path.join(out, "model_best.pth"), *single_scale], self.env)
         self.assertAlmostEqual(copypaste_miou(log), best["value"], places=4)
 
-        log = run_tool("train_net.py", [*config, "--eval-only", *common, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
-                                        "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "True"], self.env)
+        log = run_tool_script("train_net.py", [*config, "--eval-only", *common, "MODEL.WEIGHTS",
+                                               os.path.join(out, "model_final.pth"),
+                                               "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "True"], self.env)
         self.assertAlmostEqual(copypaste_miou(log), final[6], places=4)
 
         # Killed while writing model_final.pth: last_checkpoint still names the last iteration's
@@ -106,7 +87,7 @@ class TestClusterCAMTrainNet(unittest.TestCase):
             f.truncate(os.path.getsize(final_path) // 3)
         with open(os.path.join(out, "last_checkpoint"), "w") as f:
             f.write("model_0000005.pth")
-        log = run_tool("train_net.py", [*config, "--resume", *common, "SOLVER.MAX_ITER", "6"], self.env)
+        log = run_tool_script("train_net.py", [*config, "--resume", *common, "SOLVER.MAX_ITER", "6"], self.env)
         self.assertIn("Starting training from iteration 6", log)
         self.assertIn("model_final.pth cannot be loaded", log)
         final_weights, last_weights = model_weights(final_path), model_weights(os.path.join(out, "model_0000005.pth"))
@@ -115,13 +96,13 @@ class TestClusterCAMTrainNet(unittest.TestCase):
             self.assertTrue(value.equal(final_weights[key]), key)
 
         labels_dir = os.path.join(self.tmp.name, "pseudo")
-        export = ["--config-file", TOY_CONFIG, "--dataset", "cdam_voc21_sem_seg_train_aug", "--output", labels_dir,
-                  "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "MODEL.DEVICE", "cpu"]
-        run_tool("export_pseudo_labels.py", export, self.env)
+        export = ["--config-file", CLUSTERCAM_TOY_CONFIG, "--dataset", "cdam_voc21_sem_seg_train_aug",
+                  "--output", labels_dir, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "MODEL.DEVICE", "cpu"]
+        run_tool_script("export_pseudo_labels.py", export, self.env)
         self._check_pseudo_labels(labels_dir)
         first = sorted(os.listdir(labels_dir))[0]
         os.remove(os.path.join(labels_dir, first))
-        log = run_tool("export_pseudo_labels.py", export, self.env)
+        log = run_tool_script("export_pseudo_labels.py", export, self.env)
         self.assertIn("wrote 1 label maps", log)
         self.assertIn("15 already present", log)
 
@@ -142,10 +123,10 @@ class TestClusterCAMTrainNet(unittest.TestCase):
 
     def test_two_cpu_processes(self):
         out = os.path.join(self.tmp.name, "ddp")
-        run_tool("train_net.py", ["--config-file", TOY_CONFIG, "--num-gpus", "2", "--dist-url", "auto",
-                                  "OUTPUT_DIR", out, "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "3",
-                                  "SOLVER.IMS_PER_BATCH", "4", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"],
-                 self.env)
+        run_tool_script("train_net.py", ["--config-file", CLUSTERCAM_TOY_CONFIG, "--num-gpus", "2", "--dist-url", "auto",
+                                         "OUTPUT_DIR", out, "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "3",
+                                         "SOLVER.IMS_PER_BATCH", "4", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"],
+                        self.env)
         self.assertTrue(os.path.isfile(os.path.join(out, "model_final.pth")))
         self.assertIn("loss_seg", iterations_logged(out)[-1])
 

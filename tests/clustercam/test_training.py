@@ -1,22 +1,14 @@
-"""ClusterCAM's training recipe: the in-training evaluation schedule of the release (spec §2.7),
-the protocol of each evaluation, and the dense-CRF workers that live exactly as long as an evaluation."""
+"""ClusterCAM's training recipe: the in-training evaluation schedule (after every segmentation-phase epoch,
+the checkpoints the release's own selection evaluates), the protocol of each evaluation, and the dense-CRF
+workers that live exactly as long as an evaluation."""
 import os
 import tempfile
 import unittest
 
-from tests.d2_guard import requires_detectron2
-from tests.test_clustercam_crf_pool import child_pids, run_with_deadline
+from tests.helpers import (CLUSTERCAM_TOY_CONFIG, CONFIGS, child_pids, requires_detectron2, run_with_deadline, slow,
+                           toy_cfg)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(REPO, "configs")
-TOY_CONFIG = os.path.join(CONFIGS, "quick_schedules", "clustercam_voc_toy.yaml")
 VAL_NAME = "cdam_test_clustercam_training_val"
-
-
-def load(config, *opts):
-    from cdam_d2.engine import load_cfg
-
-    return load_cfg(config, ["MODEL.DEVICE", "cpu", *opts])[0]
 
 
 def crf_workers_among(pids):
@@ -41,26 +33,26 @@ class TestEvaluationSchedule(unittest.TestCase):
 
     def test_every_segmentation_epoch_like_the_release(self):
         # VOC: epochs 50..79 of 1175 iterations each, i.e. the release's 30 seg-phase checkpoints.
-        voc = self.due_iterations(load(os.path.join(CONFIGS, "clustercam_voc.yaml")))
+        voc = self.due_iterations(toy_cfg(os.path.join(CONFIGS, "clustercam_voc.yaml")))
         self.assertEqual(voc, [58750 + 1175 * k for k in range(1, 31)])
-        coco = self.due_iterations(load(os.path.join(CONFIGS, "clustercam_coco.yaml")))
+        coco = self.due_iterations(toy_cfg(os.path.join(CONFIGS, "clustercam_coco.yaml")))
         self.assertEqual(coco, [547200 + 13680 * k for k in range(1, 21)])
 
     def test_configurable(self):
         voc = os.path.join(CONFIGS, "clustercam_voc.yaml")
-        from_start = self.due_iterations(load(voc, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.START_ITER", "0"))
+        from_start = self.due_iterations(toy_cfg(voc, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.START_ITER", "0"))
         self.assertEqual(from_start[:2], [1175, 2350])
         self.assertEqual(len(from_start), 80)
-        every_ten = self.due_iterations(load(voc, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PERIOD_EPOCHS", "10"))
+        every_ten = self.due_iterations(toy_cfg(voc, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PERIOD_EPOCHS", "10"))
         self.assertEqual(every_ten, [70500, 82250, 94000])  # the last iteration is always evaluated
-        in_iterations = self.due_iterations(load(voc, "TEST.EVAL_PERIOD", "10000"))
+        in_iterations = self.due_iterations(toy_cfg(voc, "TEST.EVAL_PERIOD", "10000"))
         self.assertEqual(in_iterations, [68750, 78750, 88750, 94000])
-        self.assertEqual(self.due_iterations(load(voc, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PERIOD_EPOCHS", "0")), [])
+        self.assertEqual(self.due_iterations(toy_cfg(voc, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PERIOD_EPOCHS", "0")), [])
 
     def test_in_training_protocol(self):
         from cdam_d2.clustercam.hooks import in_training_cfg
 
-        cfg = load(os.path.join(CONFIGS, "clustercam_voc.yaml"))
+        cfg = toy_cfg(os.path.join(CONFIGS, "clustercam_voc.yaml"))
         self.assertEqual(tuple(cfg.MODEL.CLUSTERCAM.TEST.SCALES), (0.5, 0.75, 1.0, 1.25, 1.5))
         self.assertTrue(cfg.MODEL.CLUSTERCAM.TEST.CRF.ENABLED)
         in_training = in_training_cfg(cfg)
@@ -113,7 +105,7 @@ class TestEvaluationContext(unittest.TestCase):
         self.children_before = set(child_pids())
 
     def cfg(self, *opts):
-        return load(TOY_CONFIG, "DATASETS.TEST", f"('{VAL_NAME}',)", "OUTPUT_DIR", self.tmp.name,
+        return toy_cfg(CLUSTERCAM_TOY_CONFIG, "DATASETS.TEST", f"('{VAL_NAME}',)", "OUTPUT_DIR", self.tmp.name,
                     "MODEL.CLUSTERCAM.TEST.IMS_PER_BATCH", "3", *opts)
 
     def evaluate(self, cfg, model, on_process=None):
@@ -123,6 +115,7 @@ class TestEvaluationContext(unittest.TestCase):
         results = Trainer.test(cfg, model, evaluators=[evaluator])
         return results, evaluator.seen
 
+    @slow
     def test_trainer_test_owns_the_crf_workers(self):
         import torch
         from detectron2.modeling import build_model
@@ -146,6 +139,7 @@ class TestEvaluationContext(unittest.TestCase):
         for key, value in pooled["sem_seg"].items():  # NaN for classes absent from the toy labels
             self.assertTrue(value == in_process["sem_seg"][key] or value != value, key)
 
+    @slow
     def test_in_training_protocol_has_no_workers(self):
         from detectron2.modeling import build_model
 
@@ -168,6 +162,7 @@ class TestEvaluationContext(unittest.TestCase):
                          min(available_cores(), 64))
         self.assertEqual(crf_workers_from_cfg(self.cfg("MODEL.CLUSTERCAM.TEST.CRF.NUM_WORKERS", "3")), 3)
 
+    @slow
     def test_killed_worker_ends_the_evaluation_with_an_error(self):
         import signal
 

@@ -1,3 +1,5 @@
+"""The cdam_* dataset layouts: the toy datasets of every layout read with their true labels, errors that name
+the missing file (and the tool to run), and registration (names, metadata, class-name files, roots)."""
 import json
 import os
 import tempfile
@@ -9,7 +11,7 @@ from PIL import Image
 from cdam_d2.data.datasets import LAYOUTS, load_sem_seg_records
 from cdam_d2.data.label_io import read_label_map
 from cdam_d2.data.toy import make_toy_datasets, toy_label_maps
-from tests.d2_guard import requires_detectron2
+from tests.helpers import requires_detectron2
 
 # Detectron2's own registrations that the toy root also serves.
 BUILTIN_TOY_SPLITS = {"cityscapes_fine_sem_seg_val", "ade20k_sem_seg_val"}

@@ -1,25 +1,19 @@
-"""Damaged inputs name themselves: dataset images (both mappers, a whole evaluation) and the
-ClusterCAM DeiT weights file."""
+"""Images in, RGB arrays out (cdam_d2.data.image_io): 16-bit and other formats, EXIF orientation, and
+damaged dataset images that name themselves (both mappers, a whole evaluation)."""
 import os
 import tempfile
 import unittest
 
 import numpy as np
-import torch
 from PIL import Image
 
-from tests.d2_guard import requires_detectron2
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CDAM_TOY = os.path.join(REPO, "configs", "quick_schedules", "cdam_voc21_toy_eval.yaml")
-CLUSTERCAM_TOY = os.path.join(REPO, "configs", "quick_schedules", "clustercam_voc_toy.yaml")
+from tests.helpers import CLUSTERCAM_TOY_CONFIG, random_image, requires_detectron2, slow, toy_cfg, truncate_half
 
 
 def write_truncated_jpeg(path, size=(40, 50)):
     pixels = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path, format="JPEG")
-    with open(path, "rb+") as f:
-        f.truncate(os.path.getsize(path) // 2)
+    truncate_half(path)
 
 
 class OrientedSizeTest(unittest.TestCase):
@@ -74,6 +68,7 @@ class TruncatedImageTest(unittest.TestCase):
         with self.assertRaisesRegex(UnreadableImageError, r"'[^']*missing\.jpg': FileNotFoundError"):
             mappers["CDAMTestMapper"](missing)
 
+    @slow
     def test_evaluation_with_a_truncated_image_names_it(self):
         """Trainer.test over a registered dataset, images read in a DataLoader worker."""
         from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -82,7 +77,7 @@ class TruncatedImageTest(unittest.TestCase):
         from cdam_d2.data.datasets.layouts import LAYOUTS
         from cdam_d2.data.datasets.register import register_sem_seg_layout
         from cdam_d2.data.toy import make_toy_datasets
-        from cdam_d2.engine import Trainer, load_cfg
+        from cdam_d2.engine import Trainer
 
         datasets = os.path.join(self.root, "datasets")
         make_toy_datasets(datasets)
@@ -92,32 +87,59 @@ class TruncatedImageTest(unittest.TestCase):
         self.addCleanup(MetadataCatalog.remove, name)
         damaged = DatasetCatalog.get(name)[1]["file_name"]
         write_truncated_jpeg(damaged)
-        cfg = load_cfg(CLUSTERCAM_TOY, ["MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{name}',)",
-                                        "DATALOADER.NUM_WORKERS", "1", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False",
-                                        "OUTPUT_DIR", os.path.join(self.root, "out")])[0]
+        cfg = toy_cfg(CLUSTERCAM_TOY_CONFIG, "DATASETS.TEST", f"('{name}',)", "DATALOADER.NUM_WORKERS", "1",
+                      "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False", "OUTPUT_DIR", os.path.join(self.root, "out"))
         model = build_model(cfg).eval()
         with self.assertRaises(OSError) as raised:
             Trainer.test(cfg, model)
         self.assert_names_image_and_dataset(str(raised.exception), damaged, name)
 
 
-@requires_detectron2
-class TruncatedDeiTWeightsTest(unittest.TestCase):
-    def test_truncated_pretrained_file_names_the_key(self):
-        from cdam_d2.clustercam.modeling.pretrained import load_deit_state_dict
-        from cdam_d2.weights import WeightsFileError
+class TestImageInputs(unittest.TestCase):
+    def test_sixteen_bit_grey_png_is_scaled_not_clipped(self):
+        from PIL import Image
 
-        with tempfile.TemporaryDirectory() as root:
-            path = os.path.join(root, "deit_small_patch16_224-cd65a155.pth")
-            torch.save({"model": {"cls_token": torch.zeros(1, 1, 8), "pos_embed": torch.zeros(1, 5, 8)}}, path)
-            self.assertEqual(set(load_deit_state_dict(path)), {"cls_token", "pos_embed"})
-            with open(path, "rb+") as f:
-                f.truncate(os.path.getsize(path) // 2)
-            with self.assertRaises(WeightsFileError) as raised:
-                load_deit_state_dict(path)
-        message = str(raised.exception)
-        for expected in (path, "MODEL.CLUSTERCAM.PRETRAINED", "download deit_small_patch16_224-cd65a155.pth again"):
-            self.assertIn(expected, message)
+        from cdam_d2.data.image_io import read_image_rgb
+
+        values = np.array([[0, 257, 128 * 257], [200 * 257, 65535, 1000]], dtype=np.uint16)
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "grey16.png")
+            Image.fromarray(values).save(path)
+            self.assertIn(Image.open(path).mode, ("I;16", "I"))
+            rgb = read_image_rgb(path)
+        self.assertEqual((rgb.shape, rgb.dtype), ((2, 3, 3), np.uint8))
+        expected = np.rint(values / 257.0).astype(np.uint8)
+        for channel in range(3):
+            np.testing.assert_array_equal(rgb[:, :, channel], expected)
+
+    def test_formats_and_errors(self):
+        from PIL import Image
+
+        from cdam_d2.data.image_io import image_to_rgb, read_image_rgb
+
+        rgb = random_image(0, (5, 7))
+        np.testing.assert_array_equal(image_to_rgb(rgb[:, :, ::-1], "BGR"), rgb)
+        np.testing.assert_array_equal(image_to_rgb(rgb, "RGB"), rgb)
+        np.testing.assert_array_equal(image_to_rgb(Image.fromarray(rgb)), rgb)
+        np.testing.assert_array_equal(image_to_rgb(np.dstack([rgb, np.full((5, 7), 255, np.uint8)]), "RGB"), rgb)
+        np.testing.assert_array_equal(image_to_rgb(rgb[:, :, 0]), np.repeat(rgb[:, :, :1], 3, axis=2))
+        np.testing.assert_array_equal(image_to_rgb(rgb.astype(np.uint16) * 257, "RGB"), rgb)
+        with self.assertRaisesRegex(TypeError, "float32"):
+            image_to_rgb(rgb.astype(np.float32))
+        with self.assertRaisesRegex(ValueError, "shape"):
+            image_to_rgb(np.zeros((4, 4, 2), np.uint8))
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "broken.jpg")
+            with open(path, "wb") as f:
+                f.write(b"not an image")
+            with self.assertRaisesRegex(OSError, "broken.jpg"):
+                read_image_rgb(path)
+            path = os.path.join(folder, "exif.jpg")
+            tall = random_image(1, (20, 10))
+            exif = Image.Exif()
+            exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+            Image.fromarray(tall).save(path, exif=exif, quality=95)
+            self.assertEqual(read_image_rgb(path).shape, (10, 20, 3))
 
 
 if __name__ == "__main__":

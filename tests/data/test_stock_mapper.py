@@ -1,11 +1,8 @@
 """Every registered split, prepared from its raw download layout by tools/prepare_*.py, reads the true
 class indices through Detectron2's stock ``DatasetMapper`` (what other projects train and evaluate
 with), and the cdam_d2 Trainer evaluates Detectron2's builtin Cityscapes / ADE20K splits."""
-import contextlib
-import io
 import json
 import os
-import runpy
 import subprocess
 import sys
 import tempfile
@@ -15,10 +12,8 @@ import numpy as np
 from PIL import Image
 
 from cdam_d2.data.toy import make_toy_datasets, toy_label_maps
-from tests.d2_guard import requires_detectron2
-from tests.process_env import subprocess_env
+from tests.helpers import REPO, requires_detectron2, run_tool_main, slow, subprocess_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = ("prepare_voc.py", "prepare_pascal_context.py", "prepare_coco_object.py",
          "prepare_coco_stuff.py", "prepare_cityscapes.py", "prepare_ade20k.py")
 
@@ -64,14 +59,7 @@ print("REPORT " + json.dumps(report))
 """
 
 
-def run_tool(name, argv):
-    tool = runpy.run_path(os.path.join(REPO, "tools", name))
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
-        tool["main"](argv)
-    return stdout.getvalue()
-
-
+@slow
 @requires_detectron2
 class StockMapperAuditTest(unittest.TestCase):
     @classmethod
@@ -104,9 +92,9 @@ class StockMapperAuditTest(unittest.TestCase):
             load_sem_seg_records(LAYOUTS["cdam_voc21_sem_seg_val"], self.root)
 
         for tool in TOOLS:
-            run_tool(tool, [self.root, "--workers", "1"])
+            run_tool_main(tool, [self.root, "--workers", "1"])
         for tool in TOOLS:  # idempotent: a second run finds everything done
-            output = run_tool(tool, [self.root, "--workers", "1"])
+            output = run_tool_main(tool, [self.root, "--workers", "1"])
             self.assertNotRegex(output, r"wrote [1-9]", tool)
             self.assertRegex(output, r"already done [1-9]", tool)
 

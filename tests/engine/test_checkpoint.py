@@ -8,28 +8,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from tests.d2_guard import requires_detectron2
+from tests.helpers import CreatesDirectory, requires_detectron2, truncate_half
 
 
 class TwoLayers(nn.Module):
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
-
-
-class CreatesDirectory:
-    """Unpickling this runs ``os.makedirs(path)``: proof that a loader ran code from a file."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return os.makedirs, (self.path,)
-
-
-def truncate(path):
-    with open(path, "rb+") as f:
-        f.truncate(os.path.getsize(path) // 2)
 
 
 def assert_same_weights(test, a, b):
@@ -90,7 +75,7 @@ class DamagedAndPickledWeightsTest(unittest.TestCase):
             path = self.path(name)
             save({"model": {k: v.numpy() if name.endswith("pkl") else v
                             for k, v in self.source.state_dict().items()}, "__author__": "test"}, path)
-            truncate(path)
+            truncate_half(path)
             with self.subTest(name), self.assertRaises(WeightsFileError) as raised:
                 CoveringCheckpointer(TwoLayers()).load(path)
             message = str(raised.exception)
@@ -104,7 +89,7 @@ class DamagedAndPickledWeightsTest(unittest.TestCase):
 
         saver = CoveringCheckpointer(self.source, save_dir=self.root)
         saver.save("model_0000009")  # also writes last_checkpoint
-        truncate(self.path("model_0000009.pth"))
+        truncate_half(self.path("model_0000009.pth"))
         with self.assertRaises(WeightsFileError) as raised:
             CoveringCheckpointer(TwoLayers(), save_dir=self.root).resume_or_load("", resume=True)
         message = str(raised.exception)

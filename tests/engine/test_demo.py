@@ -2,39 +2,26 @@
 import contextlib
 import io
 import os
-import sys
 import tempfile
 import unittest
 from unittest import mock
 
 import numpy as np
 
-from tests.d2_guard import requires_detectron2
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CDAM_TOY = os.path.join(REPO, "configs", "quick_schedules", "cdam_voc21_toy_eval.yaml")
-CLUSTERCAM_TOY = os.path.join(REPO, "configs", "quick_schedules", "clustercam_voc_toy.yaml")
-
-
-def import_demo():
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        import demo
-    finally:
-        sys.path.pop(0)
-    return demo
+from tests.helpers import (CDAM_TOY_CONFIG, CLUSTERCAM_TOY_CONFIG, import_tool, one_template_file, random_image,
+                           requires_detectron2)
 
 
 def save_random_image(path, size, seed):
     from PIL import Image
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(random_image(seed, size)).save(path)
 
 
 def run_demo(argv):
     """(exit status, stderr) of demo.main; argparse errors exit with status 2."""
-    demo = import_demo()
+    demo = import_tool("demo")
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
         try:
@@ -87,7 +74,7 @@ class TestOverlay(unittest.TestCase):
             np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(folder, "b.png"))), labels + 300)
 
     def test_output_names_never_collide(self):
-        demo = import_demo()
+        demo = import_tool("demo")
         paths = ["/x/a/img.jpg", "/x/b/img.jpg", "/x/b/img.png", "/x/b/other.jpg"]
         self.assertEqual(demo.output_names(paths),
                          ["a/img", os.path.join("b", "img.jpg"), os.path.join("b", "img.png"), os.path.join("b", "other")])
@@ -99,9 +86,7 @@ class TestDemo(unittest.TestCase):
     def setUp(self):
         self.folder = tempfile.TemporaryDirectory()
         self.root = self.folder.name
-        self.templates = os.path.join(self.root, "templates.txt")
-        with open(self.templates, "w") as f:
-            f.write("a photo of a {}.\n")
+        self.templates = one_template_file(self.root)
 
     def tearDown(self):
         self.folder.cleanup()
@@ -116,7 +101,7 @@ class TestDemo(unittest.TestCase):
         with open(os.path.join(self.root, "b", "broken.jpg"), "wb") as f:
             f.write(b"\xff\xd8 truncated")
         output = os.path.join(self.root, "out")
-        status, stderr = run_demo(["--config-file", CDAM_TOY, "--input", os.path.join(self.root, "a"),
+        status, stderr = run_demo(["--config-file", CDAM_TOY_CONFIG, "--input", os.path.join(self.root, "a"),
                                    os.path.join(self.root, "b"), "--output", output, "--vocabulary",
                                    "background; cat; sofa, couch", "--opts", "MODEL.DEVICE", "cpu",
                                    "MODEL.CDAM.TEMPLATES", self.templates, "MODEL.CDAM.ALPHA", "0.0"])
@@ -135,8 +120,8 @@ class TestDemo(unittest.TestCase):
         from PIL import Image
 
         save_random_image(os.path.join(self.root, "in", "img.png"), (48, 64), 2)
-        for config, opts in [(CDAM_TOY, ["MODEL.CDAM.TEMPLATES", self.templates]),
-                             (CLUSTERCAM_TOY, ["MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"])]:
+        for config, opts in [(CDAM_TOY_CONFIG, ["MODEL.CDAM.TEMPLATES", self.templates]),
+                             (CLUSTERCAM_TOY_CONFIG, ["MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"])]:
             output = os.path.join(self.root, os.path.basename(config))
             status, stderr = run_demo(["--config-file", config, "--input", os.path.join(self.root, "in"),
                                        "--output", output, "--opts", "MODEL.DEVICE", "cpu", *opts])
@@ -148,7 +133,7 @@ class TestDemo(unittest.TestCase):
     def test_bad_arguments_fail_before_any_model_is_built(self):
         image = os.path.join(self.root, "in", "img.png")
         save_random_image(image, (20, 20), 3)
-        base = ["--config-file", CDAM_TOY, "--output", os.path.join(self.root, "out")]
+        base = ["--config-file", CDAM_TOY_CONFIG, "--output", os.path.join(self.root, "out")]
         cases = [
             (["--input", image, "--vocabulary", ""], "empty"),
             (["--input", image, "--vocabulary", "a;;b"], "empty name"),
@@ -157,7 +142,7 @@ class TestDemo(unittest.TestCase):
             (["--input", os.path.join(self.root, "missing.jpg")], "missing.jpg"),
             (["--input", image, "--opts", "MODEL.CDAM.ALPHA", "0"], "ALPHA"),
             (["--input", image, "--dataset", "no_such_dataset"], "no_such_dataset"),
-            (["--config-file", CLUSTERCAM_TOY, "--input", image, "--vocabulary", "cat"], "fixed classes"),
+            (["--config-file", CLUSTERCAM_TOY_CONFIG, "--input", image, "--vocabulary", "cat"], "fixed classes"),
         ]
         with mock.patch("cdam_d2.engine.predictor.build_predictor", side_effect=AssertionError("model built")):
             for arguments, message in cases:

@@ -8,10 +8,7 @@ import unittest
 import torch
 from torch import nn
 
-from tests.d2_guard import requires_detectron2
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOY_CONFIG = os.path.join(REPO, "configs", "quick_schedules", "cdam_voc21_toy_eval.yaml")
+from tests.helpers import CDAM_TOY_CONFIG, REPO, requires_detectron2
 
 
 class FailingEvaluator:
@@ -112,7 +109,7 @@ class TrainerRecipeTest(unittest.TestCase):
 
         META_ARCH_REGISTRY.register(RecipeProbe)
         try:
-            cfg = load_cfg(TOY_CONFIG, ["MODEL.META_ARCHITECTURE", "RecipeProbe"])[0]
+            cfg = load_cfg(CDAM_TOY_CONFIG, ["MODEL.META_ARCHITECTURE", "RecipeProbe"])[0]
             optimizer = Trainer.build_optimizer(cfg, nn.Linear(1, 1))
             self.assertEqual(optimizer.param_groups[0]["lr"], 0.5)
             self.assertEqual(Trainer.build_test_loader(cfg, "some_split"), ["some_split"])
@@ -135,7 +132,7 @@ class TrainerRecipeTest(unittest.TestCase):
         from cdam_d2.engine import Recipe, load_cfg, recipe_of
         from cdam_d2.engine.predictor import build_predictor
 
-        cfg = load_cfg(TOY_CONFIG, ["MODEL.META_ARCHITECTURE", "SemanticSegmentor"])[0]
+        cfg = load_cfg(CDAM_TOY_CONFIG, ["MODEL.META_ARCHITECTURE", "SemanticSegmentor"])[0]
         self.assertIs(recipe_of(cfg), Recipe)
         model = nn.Linear(2, 2)
         ours, theirs = Recipe.build_optimizer(cfg, model), DefaultTrainer.build_optimizer(cfg, model)
@@ -148,7 +145,7 @@ class TrainerRecipeTest(unittest.TestCase):
         from cdam_d2.engine import load_cfg
         from cdam_d2.engine.trainer import Trainer
 
-        cfg = load_cfg(TOY_CONFIG, ["MODEL.DEVICE", "cpu"])[0]
+        cfg = load_cfg(CDAM_TOY_CONFIG, ["MODEL.DEVICE", "cpu"])[0]
         with self.assertRaisesRegex(ValueError, "training-free"):
             Trainer.build_optimizer(cfg, nn.Linear(1, 1))
         with self.assertRaisesRegex(ValueError, "training-free"):

@@ -1,32 +1,24 @@
 """tools/train_net.py end to end on toy data: --eval-only with 1 and 2 CPU processes, and CDAM on several
-datasets (cdam_ and Detectron2 builtin names) in one run."""
+datasets (cdam_ and Detectron2 builtin names) in one run; a launched worker releases its process group."""
 import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import unittest
 
 import numpy as np
 import torch
 
-from tests.d2_guard import requires_detectron2
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOY_EVAL_CONFIG = os.path.join(REPO, "configs", "quick_schedules", "cdam_voc21_toy_eval.yaml")
+from tests.helpers import (CDAM_TOY_CONFIG, one_template_file, requires_detectron2, run_tool_script, slow,
+                           subprocess_env, toy_cfg)
 
 
 def run_train_net(args, datasets_root, output_dir):
-    env = dict(os.environ, DETECTRON2_DATASETS=datasets_root, OMP_NUM_THREADS="1")
-    command = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), *args,
-               "OUTPUT_DIR", output_dir, "MODEL.DEVICE", "cpu"]
-    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise AssertionError(f"train_net failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
-    return done.stdout + done.stderr
+    env = subprocess_env(DETECTRON2_DATASETS=datasets_root, OMP_NUM_THREADS="1")
+    return run_tool_script("train_net.py", [*args, "OUTPUT_DIR", output_dir, "MODEL.DEVICE", "cpu"], env)
 
 
+@slow
 @requires_detectron2
 class TrainNetEvalTest(unittest.TestCase):
     def test_toy_eval_one_and_two_processes_agree(self):
@@ -39,7 +31,7 @@ class TrainNetEvalTest(unittest.TestCase):
             for num_processes in (1, 2):
                 output_dir = os.path.join(tmp, f"out{num_processes}")
                 log = run_train_net(
-                    ["--config-file", TOY_EVAL_CONFIG, "--eval-only",
+                    ["--config-file", CDAM_TOY_CONFIG, "--eval-only",
                      "--num-gpus", str(num_processes), "--dist-url", "auto"],
                     root, output_dir,
                 )
@@ -58,6 +50,7 @@ class TrainNetEvalTest(unittest.TestCase):
                 self.assertAlmostEqual(value, double[key], places=9, msg=key)
 
 
+@slow
 @requires_detectron2
 class TrainNetSeveralDatasetsTest(unittest.TestCase):
     def test_each_dataset_gets_its_own_vocabulary(self):
@@ -69,12 +62,10 @@ class TrainNetSeveralDatasetsTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             root, output_dir = os.path.join(tmp, "datasets"), os.path.join(tmp, "out")
             make_toy_datasets(root)  # the raw layouts of every dataset, prepared
-            templates = os.path.join(tmp, "templates.txt")
-            with open(templates, "w") as f:
-                f.write("a photo of a {}.\n")
+            templates = one_template_file(tmp)
             opts = ["MODEL.CDAM.TEMPLATES", templates, "DATASETS.TEST", repr(datasets),
                     "CDAM_D2.EVALUATOR.WRITE_PREDICTIONS", "True"]
-            log = run_train_net(["--config-file", TOY_EVAL_CONFIG, "--eval-only", *opts], root, output_dir)
+            log = run_train_net(["--config-file", CDAM_TOY_CONFIG, "--eval-only", *opts], root, output_dir)
             results, predictions = {}, {}
             for name in datasets:
                 folder = os.path.join(output_dir, "inference", name)
@@ -90,11 +81,10 @@ class TrainNetSeveralDatasetsTest(unittest.TestCase):
                 self.assertEqual(sum(key.startswith("IoU-") for key in results[name]), count, name)
             # The written ADE20K labels are those of the same model with ADE20K's vocabulary.
             from cdam_d2.cdam.mapper import CDAMTestMapper
-            from cdam_d2.engine import load_cfg
             from detectron2.data.datasets import load_sem_seg
             from detectron2.modeling import build_model
 
-            cfg = load_cfg(TOY_EVAL_CONFIG, ["MODEL.DEVICE", "cpu", *opts])[0]
+            cfg = toy_cfg(CDAM_TOY_CONFIG, *opts)
             model = build_model(cfg).eval()
             ade = os.path.join(root, "ADEChallengeData2016")
             records = load_sem_seg(os.path.join(ade, "annotations_detectron2", "validation"),
@@ -109,10 +99,6 @@ class TrainNetSeveralDatasetsTest(unittest.TestCase):
                     if os.path.basename(entry["file_name"]) == os.path.basename(record["file_name"]):
                         written[mask_util.decode(entry["segmentation"]).astype(bool)] = entry["category_id"]
                 np.testing.assert_array_equal(written, expected)
-
-
-if __name__ == "__main__":
-    unittest.main()
 
 
 def _record_process_group(record):
@@ -140,3 +126,7 @@ class LaunchReleasesProcessGroupTest(unittest.TestCase):
             finally:
                 if dist.is_initialized():
                     dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -19,10 +19,9 @@ import urllib.request
 
 import numpy as np
 
-from tests.d2_guard import requires_detectron2
+from tests.helpers import (CDAM_TOY_CONFIG, CLUSTERCAM_TOY_CONFIG, REPO, TOOLS, import_tool, one_template_file,
+                           requires_detectron2, slow, subprocess_env)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CDAM_TOY = os.path.join(REPO, "configs", "quick_schedules", "cdam_voc21_toy_eval.yaml")
 CHROMIUM = next((path for path in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if path), None)
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -71,17 +70,10 @@ class TestWebDemoCallbacks(unittest.TestCase):
         import gradio as gr
         from PIL import Image
 
-        sys.path.insert(0, os.path.join(REPO, "tools"))
-        try:
-            import web_demo
-        finally:
-            sys.path.pop(0)
-        clustercam = os.path.join(REPO, "configs", "quick_schedules", "clustercam_voc_toy.yaml")
+        web_demo = import_tool("web_demo")
         with tempfile.TemporaryDirectory() as folder:
-            templates = os.path.join(folder, "templates.txt")
-            with open(templates, "w") as f:
-                f.write("a photo of a {}.\n")
-            segmenter = web_demo.Segmenter([CDAM_TOY, clustercam], [
+            templates = one_template_file(folder)
+            segmenter = web_demo.Segmenter([CDAM_TOY_CONFIG, CLUSTERCAM_TOY_CONFIG], [
                 "MODEL.DEVICE", "cpu", "MODEL.CDAM.TEMPLATES", templates, "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"])
             self.addCleanup(segmenter.close)
             image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
@@ -99,8 +91,9 @@ class TestWebDemoCallbacks(unittest.TestCase):
             self.assertFalse(os.path.exists(label_path))
 
 
+@slow
 @requires_detectron2
-@unittest.skipIf(MISSING, f"web demo browser test needs {', '.join(MISSING)} (see tests/test_web_demo.py)")
+@unittest.skipIf(MISSING, f"web demo browser test needs {', '.join(MISSING)} (see tests/engine/test_web_demo.py)")
 class TestWebDemoInBrowser(unittest.TestCase):
     def test_upload_segment_legend_download(self):
         from PIL import Image
@@ -111,19 +104,17 @@ class TestWebDemoInBrowser(unittest.TestCase):
         from selenium.webdriver.support.ui import WebDriverWait
 
         with tempfile.TemporaryDirectory() as folder:
-            templates = os.path.join(folder, "templates.txt")
-            with open(templates, "w") as f:
-                f.write("a photo of a {}.\n")
+            templates = one_template_file(folder)
             image_path = os.path.join(folder, "scene.png")
             write_scene(image_path)
             downloads = os.path.join(folder, "downloads")
             port = free_port()
             server_tmp = os.path.join(folder, "tmp")  # where the server keeps its download files
             os.makedirs(server_tmp)
-            env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-                       GRADIO_TEMP_DIR=os.path.join(folder, "gradio"), TMPDIR=server_tmp)
+            env = subprocess_env(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+                                 GRADIO_TEMP_DIR=os.path.join(folder, "gradio"), TMPDIR=server_tmp)
             server = subprocess.Popen(
-                [sys.executable, os.path.join(REPO, "tools", "web_demo.py"), "--config-file", CDAM_TOY,
+                [sys.executable, os.path.join(TOOLS, "web_demo.py"), "--config-file", CDAM_TOY_CONFIG,
                  "--port", str(port), "--opts", "MODEL.DEVICE", "cpu", "MODEL.CDAM.TEMPLATES", templates,
                  "MODEL.CDAM.ALPHA", "0.0"],
                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

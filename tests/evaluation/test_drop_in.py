@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tests.d2_guard import requires_detectron2
-from tests.test_evaluator import (
+from tests.helpers import requires_detectron2
+from tests.evaluation.test_sem_seg_evaluator import (
     _assert_same_results,
     _register,
     _run,

@@ -1,7 +1,6 @@
 """Cityscapes train ids and ADE20K's Detectron2 labels, checked against the official tools."""
 import importlib.util
 import os
-import runpy
 import shutil
 import subprocess
 import sys
@@ -15,8 +14,8 @@ from cdam_d2.data.prepare.ade20k import write_detectron2_pngs
 from cdam_d2.data.prepare.cityscapes import train_id_mapping, write_train_id_pngs
 from cdam_d2.data.prepare.label_mapping import LabelMapping
 from cdam_d2.data.toy import write_raw_toy_datasets
+from tests.helpers import slow, subprocess_env, tool_namespace
 
-TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 # cityscapesscripts' labels.py: (name, label id, train id) of the 19 evaluated classes.
 CITYSCAPES_19 = (
     ("road", 7, 0), ("sidewalk", 8, 1), ("building", 11, 2), ("wall", 12, 3), ("fence", 13, 4),
@@ -89,7 +88,7 @@ class RawToyConversionTest(unittest.TestCase):
 
     def test_cityscapes_command_line_and_resume(self):
         root = self.copy_of_raw("cityscapes_cli")
-        runpy.run_path(os.path.join(TOOLS_DIR, "prepare_cityscapes.py"))["main"]([root, "--workers", "1"])
+        tool_namespace("prepare_cityscapes.py")["main"]([root, "--workers", "1"])
         gt = os.path.join(root, "cityscapes", "gtFine", "val")
         for city in os.listdir(gt):
             for name in os.listdir(os.path.join(gt, city)):
@@ -100,21 +99,23 @@ class RawToyConversionTest(unittest.TestCase):
         summary = write_train_id_pngs(os.path.join(root, "cityscapes"), "val")
         self.assertEqual((summary.written, summary.skipped), (0, 3))
 
+    @slow
     def test_cityscapes_equals_create_train_id_label_imgs(self):
         if importlib.util.find_spec("cityscapesscripts") is None:
             self.skipTest("cityscapesscripts is not installed (pip install cityscapesscripts)")
         ours, theirs = self.copy_of_raw("cs_ours"), self.copy_of_raw("cs_theirs")
         write_train_id_pngs(os.path.join(ours, "cityscapes"), "val")
-        env = dict(os.environ, CITYSCAPES_DATASET=os.path.join(theirs, "cityscapes"))
+        env = subprocess_env(CITYSCAPES_DATASET=os.path.join(theirs, "cityscapes"))
         subprocess.run(
             [sys.executable, "-m", "cityscapesscripts.preparation.createTrainIdLabelImgs"],
             env=env, check=True, capture_output=True, timeout=120,
         )
         self.assert_same_outputs(ours, theirs, "_gtFine_labelTrainIds.png", count=3)
 
+    @slow
     def test_ade20k_equals_detectron2s_script(self):
         ours = self.copy_of_raw("ade_ours")
-        runpy.run_path(os.path.join(TOOLS_DIR, "prepare_ade20k.py"))["main"]([ours, "--workers", "1"])
+        tool_namespace("prepare_ade20k.py")["main"]([ours, "--workers", "1"])
         raw_dir = os.path.join(ours, "ADEChallengeData2016", "annotations", "validation")
         for name in os.listdir(raw_dir):  # independent rule: 0 -> 255, v -> v - 1
             raw = read_png(os.path.join(raw_dir, name)).astype(int)
@@ -124,7 +125,7 @@ class RawToyConversionTest(unittest.TestCase):
         if script is None:
             self.skipTest("Detectron2's datasets/prepare_ade20k_sem_seg.py is not next to its install")
         theirs = self.copy_of_raw("ade_theirs")
-        env = dict(os.environ, DETECTRON2_DATASETS=theirs)
+        env = subprocess_env(DETECTRON2_DATASETS=theirs)
         subprocess.run([sys.executable, script], env=env, check=True, capture_output=True, timeout=120)
         self.assert_same_outputs(ours, theirs, ".png", count=5, under="annotations_detectron2")
 

@@ -1,7 +1,6 @@
 """COCO-Object (stuffthingmaps and instances) and COCO-2014 preparation on tiny synthetic inputs."""
 import json
 import os
-import runpy
 import tempfile
 import unittest
 
@@ -17,8 +16,8 @@ from cdam_d2.data.prepare.coco_object import (
     prepare_from_stuffthingmaps,
 )
 from cdam_d2.utils.files import temp_path_for
+from tests.helpers import slow, tool_namespace
 
-TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 # The 80 COCO category ids: 1..90 without the ten that have no annotations.
 COCO_CATEGORY_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
 
@@ -109,7 +108,8 @@ class SyntheticInstances:
 
 class TestStuffThingMapping(unittest.TestCase):
     def expected_label(self, raw):
-        """cdam.md §5.2 from the COCO category ids: raw value = category id - 1."""
+        """The COCO-Object label of a raw stuffthingmap value (= COCO-Stuff id - 1): things by their order among
+        the 80 category ids (1..80), stuff (91..181) and unlabelled (255) as background 0."""
         if raw + 1 in COCO_CATEGORY_IDS:
             return COCO_CATEGORY_IDS.index(raw + 1) + 1
         if 91 <= raw <= 181 or raw == 255:
@@ -155,6 +155,7 @@ class TestCocoObjectFromStuffThingMaps(unittest.TestCase):
     def output(self, image_id):
         return os.path.join(self.annotation_dir, f"{image_id}_instanceTrainIds.png")
 
+    @slow
     def test_converts_every_map_and_skips_train_ids_files(self):
         summary = prepare_from_stuffthingmaps(self.coco_stuff, "val2017", workers=2)
         self.assertEqual((summary.written, summary.skipped), (2, 0))
@@ -283,15 +284,16 @@ class TestCoco14(unittest.TestCase):
         labels, names_of_split = coco14_image_labels(self.instances_dir)
         for split, synthetic in self.synthetic.items():
             full, crowd_only, unannotated = synthetic.names
-            # Crowd annotations count as image labels (clustercam.md §4.2).
+            # An image label is any category with an instance annotation, crowd annotations included.
             self.assertEqual(labels[full], [1, 2, 3, 4])
             self.assertEqual(labels[crowd_only], [4])
             self.assertNotIn(unannotated, labels)
             self.assertEqual(names_of_split[split], sorted([full, crowd_only]))
         self.assertEqual(len(labels), 4)
 
+    @slow
     def test_command_line_writes_labels_lists_and_masks(self):
-        labels_tool = runpy.run_path(os.path.join(TOOLS_DIR, "prepare_image_labels.py"))["main"]
+        labels_tool = tool_namespace("prepare_image_labels.py")["main"]
         labels_tool(["coco", self.root, "--instances-dir", self.instances_dir, "--workers", "1"])
         coco14 = os.path.join(self.root, "COCO14")
         with open(os.path.join(coco14, "image_labels.json")) as f:
@@ -302,7 +304,7 @@ class TestCoco14(unittest.TestCase):
             with open(os.path.join(coco14, "ImageSets", f"{split}.txt")) as f:
                 self.assertEqual(f.read().splitlines(), names)
 
-        masks_tool = runpy.run_path(os.path.join(TOOLS_DIR, "prepare_coco14.py"))["main"]
+        masks_tool = tool_namespace("prepare_coco14.py")["main"]
         masks_tool([self.root, "--workers", "2"])  # default split val2014, default instances dir
         mask_dir = os.path.join(coco14, "SegmentationClass", "val2014")
         expected_files = [f"{name}.png" for name in names_of_split["val2014"]]

@@ -1,6 +1,5 @@
 """COCO-Stuff 171 labels from stuffthingmaps."""
 import os
-import runpy
 import tempfile
 import unittest
 
@@ -8,8 +7,8 @@ import numpy as np
 from PIL import Image
 
 from cdam_d2.data.prepare.coco_stuff import coco_stuff171_mapping, prepare_coco_stuff171
+from tests.helpers import tool_namespace
 
-TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 # The COCO-Stuff ids that no annotation uses: ten thing ids and 91 (stuff starts at 92).
 UNUSED_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91)
 # Entries of MMSegmentation's coco_stuff164k.py table (raw value -> train id).
@@ -48,7 +47,7 @@ class CocoStuff171Test(unittest.TestCase):
             Image.fromarray(np.zeros((2, 4), np.uint8)).save(
                 os.path.join(annotations, "000000000139_instanceTrainIds.png")
             )
-            main = runpy.run_path(os.path.join(TOOLS_DIR, "prepare_coco_stuff.py"))["main"]
+            main = tool_namespace("prepare_coco_stuff.py")["main"]
             main([root, "--workers", "1"])
             self.assertEqual(
                 sorted(os.listdir(annotations)),

@@ -4,7 +4,6 @@ import io
 import json
 import multiprocessing
 import os
-import runpy
 import subprocess
 import sys
 import tempfile
@@ -24,8 +23,8 @@ from cdam_d2.utils.files import (
     write_atomically,
 )
 from cdam_d2.data.prepare.parallel import parallel_map, write_missing
+from tests.helpers import slow, subprocess_env, tool_namespace, truncate_half
 
-TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 TOOL_NAMES = (
     "prepare_coco_object.py",
     "prepare_pascal_context.py",
@@ -49,12 +48,6 @@ def _write_marker(task):
 
 def _marker_size(task):
     return 2, 3
-
-
-def _truncate(path):
-    """Keep the first half of a file, as a full disk or an interrupted copy leaves it."""
-    with open(path, "rb+") as f:
-        f.truncate(os.path.getsize(path) // 2)
 
 
 class TestAtomicWrites(unittest.TestCase):
@@ -99,9 +92,10 @@ class TestAtomicWrites(unittest.TestCase):
         path = os.path.join(self.root, "x.png")
         self.assertNotEqual(temp_path_for(path), temp_path_for(path))
 
+    @slow
     def test_only_temps_of_stopped_writers_are_stale(self):
         finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                                  capture_output=True, text=True, check=True)
+                                  env=subprocess_env(), capture_output=True, text=True, check=True)
         dead_pid = int(finished.stdout)  # that process has exited
 
         def temp_name(pid, host=files._HOST):
@@ -146,6 +140,7 @@ def _writer_process(directory, count, value, started, proceed):
         prepare_output_dir(directory)  # as a run starting at any moment would
 
 
+@slow
 class TestConcurrentWriters(unittest.TestCase):
     def test_two_writer_processes_in_one_folder_keep_each_others_temp_files(self):
         context = multiprocessing.get_context("fork")
@@ -180,12 +175,13 @@ class TestResumableWriting(unittest.TestCase):
             np.testing.assert_array_equal(np.array(Image.open(done)), 7)  # untouched
             np.testing.assert_array_equal(np.array(Image.open(todo)), 2)
 
+    @slow
     def test_damaged_outputs_are_rewritten_and_good_ones_kept(self):
         with tempfile.TemporaryDirectory() as root:
             paths = [os.path.join(root, f"{name}.png") for name in ("good", "cut", "empty", "small")]
             for path in paths:
                 save_label_png(np.full((2, 3), 7, dtype=np.uint8), path)
-            _truncate(paths[1])
+            truncate_half(paths[1])
             open(paths[2], "w").close()
             save_label_png(np.full((1, 3), 7, dtype=np.uint8), paths[3])  # wrong size
             for workers in (1, 2):
@@ -219,9 +215,10 @@ class TestResumableWriting(unittest.TestCase):
                 with open(png, "wb") as f:
                     f.write(data[:cut])
                 self.assertFalse(is_complete_file(png), cut)
-            _truncate(json_path)
+            truncate_half(json_path)
             self.assertFalse(is_complete_file(json_path))
 
+    @slow
     def test_parallel_map_keeps_order_with_a_pool(self):
         tasks = list(range(50))
         self.assertEqual(parallel_map(_square, tasks, workers=2), [t * t for t in tasks])
@@ -240,7 +237,7 @@ class TestInputErrors(unittest.TestCase):
 class TestCommandLines(unittest.TestCase):
     def test_help_describes_layout(self):
         for name in TOOL_NAMES:
-            main = runpy.run_path(os.path.join(TOOLS_DIR, name))["main"]
+            main = tool_namespace(name)["main"]
             stdout = io.StringIO()
             with contextlib.redirect_stdout(stdout), self.assertRaises(SystemExit) as raised:
                 main(["--help"])
@@ -261,7 +258,7 @@ class TestCommandLines(unittest.TestCase):
         }
         with tempfile.TemporaryDirectory() as root:
             for name, argv in argv_of_tool.items():
-                tool = runpy.run_path(os.path.join(TOOLS_DIR, name))
+                tool = tool_namespace(name)
                 stderr = io.StringIO()
                 with contextlib.redirect_stderr(stderr), self.assertRaises(SystemExit) as raised:
                     tool["cli"].run(tool["main"], argv + [root])

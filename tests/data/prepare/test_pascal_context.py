@@ -1,6 +1,5 @@
 """PASCAL Context 459-class .mat -> Context60 PNGs by class name, and the split lists."""
 import os
-import runpy
 import tempfile
 import unittest
 
@@ -17,9 +16,9 @@ from cdam_d2.data.prepare.pascal_context import (
     write_context60_pngs,
     write_context_splits,
 )
+from tests.helpers import slow, tool_namespace
 
-TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
-# cdam.md Appendix B, Context60 without background: the label of each name is its position + 1.
+# The released Context60 class names without background: the label of each name is its position + 1.
 CONTEXT59 = """aeroplane bag bed bedclothes bench bicycle bird boat book bottle building bus cabinet
 car cat ceiling chair cloth computer cow cup curtain dog door fence floor flower food grass ground
 horse keyboard light motorbike mountain mouse person plate platform pottedplant road rock sheep
@@ -72,6 +71,7 @@ class TestContext60Conversion(unittest.TestCase):
     def tearDown(self):
         self._tmp.cleanup()
 
+    @slow
     def test_labels_follow_class_names(self):
         output_dir = os.path.join(self.voc2010, "SegmentationClassContext")
         summary = write_context60_pngs(self.voc2010, output_dir, workers=2)
@@ -110,7 +110,7 @@ class TestContext60Conversion(unittest.TestCase):
             lists[split] = os.path.join(self.root, f"{split}_list.txt")
             with open(lists[split], "w") as f:
                 f.write("\n".join(ids) + "\n")
-        main = runpy.run_path(os.path.join(TOOLS_DIR, "prepare_pascal_context.py"))["main"]
+        main = tool_namespace("prepare_pascal_context.py")["main"]
         argv = [self.root, "--train-list", lists["train"], "--val-list", lists["val"]]
         main(argv + ["--workers", "1"])
         for folder in ("SegmentationClassContext", "SegmentationClassContext59"):

@@ -2,10 +2,7 @@
 afterwards (truncated, or of the wrong size) is written again and correct, a good one is left
 alone. Covers tools/prepare_coco_object.py (both sources), prepare_coco14.py,
 prepare_pascal_context.py and export_pseudo_labels.py."""
-import contextlib
-import io
 import os
-import runpy
 import tempfile
 import unittest
 
@@ -13,26 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tests.d2_guard import requires_detectron2
-from tests.test_prepare_coco import COCO_CATEGORY_IDS, SyntheticInstances, write_png
-from tests.test_prepare_pascal_context import make_context_tree
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS_DIR = os.path.join(REPO, "tools")
-CLUSTERCAM_TOY = os.path.join(REPO, "configs", "quick_schedules", "clustercam_voc_toy.yaml")
-
-
-def run_tool(name, argv):
-    """Run ``tools/<name>``'s main in this process; returns what it printed."""
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        runpy.run_path(os.path.join(TOOLS_DIR, name))["main"](argv)
-    return stdout.getvalue()
-
-
-def truncate(path):
-    with open(path, "rb+") as f:
-        f.truncate(os.path.getsize(path) // 2)
+from tests.data.prepare.test_coco import COCO_CATEGORY_IDS, SyntheticInstances, write_png
+from tests.data.prepare.test_pascal_context import make_context_tree
+from tests.helpers import CLUSTERCAM_TOY_CONFIG, requires_detectron2, run_tool_main, slow, tool_namespace, truncate_half
 
 
 def identity(path):
@@ -54,7 +34,7 @@ class DamagedOutputsMixin:
         self.assertGreaterEqual(len(names), 3)
         paths = [os.path.join(output_dir, name) for name in names]
         expected = {path: read(path) for path in paths}
-        truncate(paths[0])
+        truncate_half(paths[0])
         Image.fromarray(np.zeros((1, 1), np.uint8)).save(paths[1])  # decodes, but the wrong size
         kept = {path: identity(path) for path in paths[2:]}
         log = rerun()
@@ -83,11 +63,11 @@ class PreparationToolsTest(DamagedOutputsMixin, unittest.TestCase):
         for index in range(4):
             write_png(os.path.join(annotation_dir, f"{index:012d}.png"), rng.choice(pool, size=(6, 7)))
         argv = [self.root, "--workers", "1"]
-        run_tool("prepare_coco_object.py", argv)
+        run_tool_main("prepare_coco_object.py", argv)
         self.assertEqual(len([n for n in os.listdir(annotation_dir) if "TrainIds" in n]), 4)
 
         def rerun():
-            return run_tool("prepare_coco_object.py", argv)
+            return run_tool_main("prepare_coco_object.py", argv)
 
         self.assert_reported(self.damage_and_rerun_outputs(annotation_dir, rerun))
 
@@ -100,13 +80,14 @@ class PreparationToolsTest(DamagedOutputsMixin, unittest.TestCase):
                 os.symlink(os.path.join(annotation_dir, name), os.path.join(outputs, name))
         return self.damage_and_rerun(outputs, rerun)
 
+    @slow
     def test_coco_object_from_instances(self):
         json_path = os.path.join(self.root, "coco_stuff164k", "annotations", "instances_val2017.json")
         SyntheticInstances("val2017").save(json_path)
         argv = [self.root, "--source", "instances", "--workers", "2"]
-        run_tool("prepare_coco_object.py", argv)
+        run_tool_main("prepare_coco_object.py", argv)
         annotation_dir = os.path.join(self.root, "coco_stuff164k", "annotations", "val2017")
-        log = self.damage_and_rerun_outputs(annotation_dir, lambda: run_tool("prepare_coco_object.py", argv))
+        log = self.damage_and_rerun_outputs(annotation_dir, lambda: run_tool_main("prepare_coco_object.py", argv))
         self.assert_reported(log)
 
     def test_coco14_label_maps(self):
@@ -115,9 +96,9 @@ class PreparationToolsTest(DamagedOutputsMixin, unittest.TestCase):
         synthetic.data["annotations"].append(dict(synthetic.data["annotations"][0], id=9, image_id=5))
         synthetic.save(os.path.join(instances_dir, "instances_val2014.json"))
         argv = [self.root, "--instances-dir", instances_dir, "--workers", "1"]
-        run_tool("prepare_coco14.py", argv)
+        run_tool_main("prepare_coco14.py", argv)
         mask_dir = os.path.join(self.root, "COCO14", "SegmentationClass", "val2014")
-        self.assert_reported(self.damage_and_rerun(mask_dir, lambda: run_tool("prepare_coco14.py", argv)))
+        self.assert_reported(self.damage_and_rerun(mask_dir, lambda: run_tool_main("prepare_coco14.py", argv)))
 
     def test_pascal_context(self):
         ids = ["2008_000002", "2008_000003", "2010_001234"]
@@ -128,9 +109,9 @@ class PreparationToolsTest(DamagedOutputsMixin, unittest.TestCase):
             with open(lists[split], "w") as f:
                 f.write("\n".join(split_ids) + "\n")
         argv = [self.root, "--train-list", lists["train"], "--val-list", lists["val"], "--workers", "1"]
-        run_tool("prepare_pascal_context.py", argv)
+        run_tool_main("prepare_pascal_context.py", argv)
         output_dir = os.path.join(self.root, "VOCdevkit", "VOC2010", "SegmentationClassContext")
-        log = self.damage_and_rerun(output_dir, lambda: run_tool("prepare_pascal_context.py", argv))
+        log = self.damage_and_rerun(output_dir, lambda: run_tool_main("prepare_pascal_context.py", argv))
         self.assertIn("Context60: wrote 2, already done 1", log)
 
 
@@ -143,7 +124,7 @@ class ExportPseudoLabelsTest(DamagedOutputsMixin, unittest.TestCase):
         from cdam_d2.data.datasets.register import register_sem_seg_layout
         from cdam_d2.data.toy import make_toy_datasets
 
-        tool = runpy.run_path(os.path.join(TOOLS_DIR, "export_pseudo_labels.py"))
+        tool = tool_namespace("export_pseudo_labels.py")
 
         def export():
             torch.manual_seed(0)  # the same random model in every run, as a checkpoint would give
@@ -161,7 +142,7 @@ class ExportPseudoLabelsTest(DamagedOutputsMixin, unittest.TestCase):
             register_sem_seg_layout(LAYOUTS["cdam_voc21_sem_seg_train_aug"], datasets, name=name)
             self.addCleanup(DatasetCatalog.remove, name)
             self.addCleanup(MetadataCatalog.remove, name)
-            args = tool["parse_args"](["--config-file", CLUSTERCAM_TOY, "--dataset", name, "--output",
+            args = tool["parse_args"](["--config-file", CLUSTERCAM_TOY_CONFIG, "--dataset", name, "--output",
                                        os.path.join(root, "pseudo"), "MODEL.DEVICE", "cpu",
                                        "MODEL.CLUSTERCAM.PSEUDO_LABEL.CAM_SCALES", "(1.0,)"])
             cfg = tool["setup_cfg"](args)

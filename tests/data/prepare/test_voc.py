@@ -1,6 +1,5 @@
 """VOC palette PNGs -> index PNGs, VOC20 from them, and the SegmentationClassAug check."""
 import os
-import runpy
 import tempfile
 import unittest
 
@@ -14,8 +13,8 @@ from cdam_d2.data.prepare.voc_segmentation import (
     write_voc20_pngs,
     write_voc21_index_pngs,
 )
+from tests.helpers import slow, tool_namespace
 
-TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 
 def save_palette_png(path, indices):
@@ -48,6 +47,7 @@ class VocConversionTest(unittest.TestCase):
     def output(self, folder, image_id):
         return os.path.join(self.voc, folder, image_id + ".png")
 
+    @slow
     def test_index_pngs_keep_every_index_and_voc20_drops_background(self):
         summary = write_voc21_index_pngs(self.voc, workers=2)
         self.assertEqual((summary.written, summary.skipped), (3, 0))
@@ -100,7 +100,7 @@ class VocConversionTest(unittest.TestCase):
             repair_palette_pngs(aug)
 
     def test_command_line(self):
-        main = runpy.run_path(os.path.join(TOOLS_DIR, "prepare_voc.py"))["main"]
+        main = tool_namespace("prepare_voc.py")["main"]
         main([self.root, "--workers", "1"])
         for folder in ("SegmentationClassRaw", "SegmentationClassVOC20"):
             self.assertEqual(

@@ -1,7 +1,6 @@
 """VOC 2012 image-level labels from XML annotations (and the mask fallback)."""
 import json
 import os
-import runpy
 import tempfile
 import unittest
 
@@ -9,9 +8,9 @@ import numpy as np
 from PIL import Image
 
 from cdam_d2.data.prepare.voc_labels import labels_from_mask, labels_from_xml, voc_image_labels
+from tests.helpers import slow, tool_namespace
 
-TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
-# clustercam.md §4.1: segmentation id = position in this alphabetical list + 1.
+# The 20 VOC classes in alphabetical order: segmentation id = position in this list + 1 (0 = background).
 VOC20 = """aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse motorbike
 person pottedplant sheep sofa train tvmonitor""".split()
 
@@ -74,8 +73,9 @@ class TestVocImageLabels(unittest.TestCase):
         self.assertEqual(labels_from_xml(path), self.expected()["2007_000032"])
         self.assertEqual(voc_image_labels(self.voc, workers=1), self.expected())
 
+    @slow
     def test_command_line_writes_json(self):
-        main = runpy.run_path(os.path.join(TOOLS_DIR, "prepare_image_labels.py"))["main"]
+        main = tool_namespace("prepare_image_labels.py")["main"]
         main(["voc", "--workers", "2", self.root])
         with open(os.path.join(self.voc, "image_labels.json")) as f:
             self.assertEqual(json.load(f), self.expected())
