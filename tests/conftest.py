@@ -1,6 +1,6 @@
 import os
 
-from tests import cuda_guard, d2_guard
+from tests import helpers
 
 # Two cores: keep intra-op threads from oversubscribing when tests spawn processes.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -11,15 +11,15 @@ def _skipped_for(terminalreporter, reason):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not d2_guard.HAVE_DETECTRON2:
-        skipped = _skipped_for(terminalreporter, d2_guard.SKIP_REASON)
+    if not helpers.HAVE_DETECTRON2:
+        skipped = _skipped_for(terminalreporter, helpers.DETECTRON2_SKIP_REASON)
         terminalreporter.write_line(
             f"!!! detectron2 is NOT installed: {len(skipped)} Detectron2 integration tests were SKIPPED. "
             "Install detectron2 from its official source (see README) to run them. !!!",
             red=True,
             bold=True,
         )
-    cuda_skipped = _skipped_for(terminalreporter, cuda_guard.SKIP_REASON)
+    cuda_skipped = _skipped_for(terminalreporter, helpers.CUDA_SKIP_REASON)
     if cuda_skipped:
         terminalreporter.write_line(
             f"!!! {len(cuda_skipped)} CUDA tests were SKIPPED (no GPU). Run them on a GPU machine: "
@@ -27,7 +27,7 @@ def pytest_terminal_summary(terminalreporter):
             yellow=True,
             bold=True,
         )
-    if cuda_guard.DRY_RUN:
+    if helpers.CUDA_DRY_RUN:
         terminalreporter.write_line(
             "CDAM_D2_CUDA_DRY_RUN=1: the CUDA tests ran on the CPU (plumbing only, CUDA untested).",
             yellow=True,

@@ -2,7 +2,7 @@
 AMPTrainer), the evaluator and the dense CRF on CUDA predictions, device moves of CDAM's caches, and
 ``tools/train_net.py`` with ``MODEL.DEVICE cuda``.
 
-Without a GPU these tests are skipped and counted in one line (``tests/cuda_guard.py``); the CPU
+Without a GPU these tests are skipped and counted in one line (``requires_cuda`` in ``tests/helpers.py``); the CPU
 emulation of reduced-precision CDAM runs everywhere. ``bash benchmarks/gpu_check.sh`` runs this file
 on a GPU machine; ``CDAM_D2_CUDA_DRY_RUN=1`` runs the CUDA tests' code on the CPU (plumbing only).
 """
@@ -12,9 +12,6 @@ import itertools
 import json
 import math
 import os
-import re
-import subprocess
-import sys
 import tempfile
 import unittest
 from unittest import mock
@@ -24,21 +21,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from tests.cuda_guard import DEVICE, DRY_RUN, requires_cuda, requires_real_cuda
-from tests.d2_guard import requires_detectron2
-from tests.process_env import subprocess_env
+from tests.helpers import (CDAM_TOY_CONFIG, CLUSTERCAM_TOY_CONFIG, CONFIGS, copypaste_miou, one_template_file,
+                           requires_cuda, requires_detectron2, requires_real_cuda, run_tool_script, slow,
+                           subprocess_env, toy_cfg)
+from tests.helpers import CUDA_DRY_RUN as DRY_RUN
+from tests.helpers import CUDA_TEST_DEVICE as DEVICE
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(REPO, "configs")
-CDAM_TOY = os.path.join(CONFIGS, "quick_schedules", "cdam_voc21_toy_eval.yaml")
-CLUSTERCAM_TOY = os.path.join(CONFIGS, "quick_schedules", "clustercam_voc_toy.yaml")
 VOC_VAL = "cdam_voc21_sem_seg_val"
 
 
 def load_cfg(config_file, *opts, device=DEVICE):
-    from cdam_d2.engine import load_cfg as load
-
-    return load(config_file, ["MODEL.DEVICE", device, *opts])[0]
+    """``config_file`` with ``opts`` on the device of the CUDA tests (the CPU in a dry run)."""
+    return toy_cfg(config_file, *opts, device=device)
 
 
 def scene(seed, height, width):
@@ -53,13 +47,6 @@ def scene(seed, height, width):
         box = [x0, y0, x0 + int(rng.integers(width // 5, width // 2)), y0 + int(rng.integers(height // 5, height // 2))]
         shape(box, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
     return np.array(image)
-
-
-def one_template_file(folder):
-    path = os.path.join(folder, "templates.txt")
-    with open(path, "w") as f:
-        f.write("a photo of a {}.\n")
-    return path
 
 
 def fraction_equal(a, b):
@@ -226,10 +213,10 @@ class TestCDAMPrecisionEmulatedOnCPU(PrecisionChecks, unittest.TestCase):
                     "height": 188, "width": 250, "meta": {"dataset_name": VOC_VAL}}]
         templates = one_template_file(cls.folder.name)
         cls.results = {precision: segment_images(precision, records, templates, device="cpu",
-                                                 model_config=CDAM_TOY, precision_key="MODEL.CDAM.CPU_PRECISION")
+                                                 model_config=CDAM_TOY_CONFIG, precision_key="MODEL.CDAM.CPU_PRECISION")
                        for precision in ("fp32", "bf16")}
         with mock.patch.object(CDAMSegmentor, "_autocast", cuda_autocast_on_cpu):
-            cls.results["fp16"] = segment_images("fp16", records, templates, device="cpu", model_config=CDAM_TOY)
+            cls.results["fp16"] = segment_images("fp16", records, templates, device="cpu", model_config=CDAM_TOY_CONFIG)
 
     @classmethod
     def tearDownClass(cls):
@@ -270,6 +257,7 @@ def optimizer_steps_taken(optimizer):
     return max(int(state["step"]) for state in optimizer.state.values())
 
 
+@slow
 @requires_real_cuda
 @requires_detectron2
 class TestClusterCAMAMPTraining(unittest.TestCase):
@@ -283,7 +271,7 @@ class TestClusterCAMAMPTraining(unittest.TestCase):
         with tempfile.TemporaryDirectory() as folder:
             names = register_toy_voc(toy_root(folder), "cdam_cudatest_amp_")
             try:
-                cfg = load_cfg(CLUSTERCAM_TOY, "SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", "4",
+                cfg = load_cfg(CLUSTERCAM_TOY_CONFIG, "SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", "4",
                                "MODEL.CLUSTERCAM.LOSS.SEG_START_ITER", "2", "OUTPUT_DIR", os.path.join(folder, "out"),
                                "DATASETS.TRAIN", f"('{names['train']}',)", "DATASETS.TEST", f"('{names['val']}',)")
                 trainer = Trainer(cfg)
@@ -419,6 +407,7 @@ class TestEvaluatorOnCUDA(unittest.TestCase):
                     self.assertTrue(same, (metric, value, result[metric]))
 
 
+@slow
 @requires_cuda
 @requires_detectron2
 class TestCRFOnCUDAPredictions(unittest.TestCase):
@@ -432,10 +421,10 @@ class TestCRFOnCUDAPredictions(unittest.TestCase):
         from cdam_d2.engine import Trainer
 
         torch.manual_seed(0)
-        crf_cfg = load_cfg(CLUSTERCAM_TOY, "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "True",
+        crf_cfg = load_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "True",
                            "MODEL.CLUSTERCAM.TEST.CRF.NUM_WORKERS", "2")
         with_crf = build_model(crf_cfg).eval()
-        without_crf = build_model(load_cfg(CLUSTERCAM_TOY, "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False")).eval()
+        without_crf = build_model(load_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False")).eval()
         without_crf.load_state_dict(with_crf.state_dict())
         records = [{"image": torch.from_numpy(scene(seed, height, width)).permute(2, 0, 1).contiguous(),
                     "height": out_height, "width": out_width}
@@ -447,7 +436,7 @@ class TestCRFOnCUDAPredictions(unittest.TestCase):
             outputs = with_crf(records)
             probabilities = without_crf([dict(r, height=r["image"].shape[1], width=r["image"].shape[2])
                                          for r in records])
-        cfg_crf = load_cfg(CLUSTERCAM_TOY).MODEL.CLUSTERCAM.TEST.CRF
+        cfg_crf = load_cfg(CLUSTERCAM_TOY_CONFIG).MODEL.CLUSTERCAM.TEST.CRF
         params = CRFParams(cfg_crf.NUM_ITERS, cfg_crf.GAUSSIAN_SXY, cfg_crf.GAUSSIAN_COMPAT, cfg_crf.BILATERAL_SXY,
                            cfg_crf.BILATERAL_SRGB, cfg_crf.BILATERAL_COMPAT)
         for record, output, probs in zip(records, outputs, probabilities):
@@ -483,7 +472,7 @@ class TestCDAMCachesFollowTheDevice(unittest.TestCase):
                   "width": 120, "meta": {"dataset_name": VOC_VAL}}
         for disk_cache in (True, False):
             with self.subTest(disk_cache=disk_cache), tempfile.TemporaryDirectory() as folder:
-                cfg = load_cfg(CDAM_TOY, "MODEL.CDAM.PRECISION", "fp32", "MODEL.CDAM.TEMPLATES",
+                cfg = load_cfg(CDAM_TOY_CONFIG, "MODEL.CDAM.PRECISION", "fp32", "MODEL.CDAM.TEMPLATES",
                                one_template_file(folder), "MODEL.CDAM.TEXT_CACHE_DIR",
                                os.path.join(folder, "text") if disk_cache else "", device="cpu")
                 model = build_model(cfg).eval()
@@ -515,14 +504,7 @@ class TestCDAMCachesFollowTheDevice(unittest.TestCase):
 
 
 # ------------------------------------------------------------------------------------- tools/train_net.py
-def run_tool(args, env):
-    command = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), *args]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-    if done.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
-    return done.stdout + done.stderr
-
-
+@slow
 @requires_cuda
 @requires_detectron2
 class TestTrainNetOnCUDA(unittest.TestCase):
@@ -545,28 +527,28 @@ class TestTrainNetOnCUDA(unittest.TestCase):
 
     def test_cdam_eval_only(self):
         output = os.path.join(self.folder.name, "cdam")
-        log = run_tool(["--config-file", CDAM_TOY, "--eval-only", "MODEL.DEVICE", DEVICE, "OUTPUT_DIR", output],
-                       self.env)
+        log = run_tool_script("train_net.py", ["--config-file", CDAM_TOY_CONFIG, "--eval-only", "MODEL.DEVICE", DEVICE,
+                                               "OUTPUT_DIR", output], self.env)
         self.assert_ran_on_the_device(log)
         results = torch.load(os.path.join(output, "inference", VOC_VAL, "sem_seg_evaluation.pth"), weights_only=True)
         self.assertTrue(math.isfinite(results["mIoU"]))
 
     def test_clustercam_amp_training_then_eval_with_crf(self):
         output = os.path.join(self.folder.name, "clustercam")
-        config, common = ["--config-file", CLUSTERCAM_TOY], ["MODEL.DEVICE", DEVICE, "OUTPUT_DIR", output]
-        log = run_tool([*config, *common, "SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", "4"], self.env)
+        config, common = ["--config-file", CLUSTERCAM_TOY_CONFIG], ["MODEL.DEVICE", DEVICE, "OUTPUT_DIR", output]
+        log = run_tool_script("train_net.py", [*config, *common, "SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", "4"],
+                              self.env)
         self.assert_ran_on_the_device(log)
         with open(os.path.join(output, "metrics.json")) as f:
             records = [json.loads(line) for line in f if line.strip()]
         records = [r for r in records if "total_loss" in r]
         self.assertIn("loss_seg", records[-1])  # the toy schedule enters the seg phase at iteration 2
         self.assertTrue(all(math.isfinite(r["total_loss"]) for r in records))
-        log = run_tool([*config, "--eval-only", *common, "MODEL.WEIGHTS", os.path.join(output, "model_final.pth"),
-                        "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "True"], self.env)
+        log = run_tool_script("train_net.py", [*config, "--eval-only", *common, "MODEL.WEIGHTS",
+                                               os.path.join(output, "model_final.pth"),
+                                               "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "True"], self.env)
         self.assert_ran_on_the_device(log)
-        match = re.search(r"copypaste: ([0-9.]+),", log.split("copypaste: mIoU")[-1])
-        self.assertIsNotNone(match, log[-2000:])
-        self.assertTrue(0.0 <= float(match.group(1)) <= 100.0)
+        self.assertTrue(0.0 <= copypaste_miou(log) <= 100.0)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from cdam_d2.weights import WeightsFileError, read_weights_file, resolve_weights
-from tests.d2_guard import requires_detectron2
-from tests.process_env import REPO
+from tests.helpers import CLUSTERCAM_TOY_CONFIG, CONFIGS, import_tool, requires_detectron2, toy_cfg, truncate_half
 
 
 class HomeFolder:
@@ -87,8 +86,7 @@ class ReadWeightsFileTest(unittest.TestCase):
                                ("c.pt", lambda p: torch.jit.save(torch.jit.script(nn.Linear(30, 20)), p))):
                 path = os.path.join(folder, name)
                 save(path)
-                with open(path, "rb+") as f:
-                    f.truncate(os.path.getsize(path) // 2)
+                truncate_half(path)
                 with self.subTest(name), self.assertRaisesRegex(WeightsFileError, f"'{path}', given by MY.KEY"):
                     read_weights_file(path, "MY.KEY")
             with self.assertRaisesRegex(FileNotFoundError, "given by MY.KEY"):
@@ -145,15 +143,14 @@ class PretrainedBackboneTest(HomeFolder, unittest.TestCase):
 
         from cdam_d2.engine import load_cfg
 
-        config = os.path.join(REPO, "configs", "quick_schedules", "clustercam_voc_toy.yaml")
-        options = load_cfg(config)[0].MODEL.CLUSTERCAM
+        options = load_cfg(CLUSTERCAM_TOY_CONFIG)[0].MODEL.CLUSTERCAM
         deit = VisionTransformer(patch_size=16, embed_dim=options.EMBED_DIM, depth=options.DEPTH,
                                  num_heads=options.NUM_HEADS).state_dict()
         torch.save(deit, self.in_home("deit.pth"))
-        model = build_model(load_cfg(config, ["MODEL.DEVICE", "cpu", "MODEL.CLUSTERCAM.PRETRAINED", "~/deit.pth"])[0])
+        model = build_model(toy_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.PRETRAINED", "~/deit.pth"))
         self.assertTrue(torch.equal(model.net.patch_embed.proj.weight, deit["patch_embed.proj.weight"]))
         with self.assertLogs("cdam_d2.clustercam.meta_arch", "WARNING") as logs:
-            build_model(load_cfg(config, ["MODEL.DEVICE", "cpu", "MODEL.CLUSTERCAM.PRETRAINED", "random"])[0])
+            build_model(toy_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.PRETRAINED", "random"))
         self.assertIn("RANDOM weights", logs.output[0])
 
 
@@ -189,14 +186,13 @@ class ModelWeightsTest(HomeFolder, unittest.TestCase):
         from cdam_d2 import build_predictor
         from cdam_d2.clustercam.predictor import ClusterCAMPredictor
 
-        config = os.path.join(REPO, "configs", "quick_schedules", "clustercam_voc_toy.yaml")
         opts = ["MODEL.DEVICE", "cpu", "MODEL.CLUSTERCAM.TEST.CRF.ENABLED", "False"]
-        trained = build_predictor(config, opts=opts).model
+        trained = build_predictor(CLUSTERCAM_TOY_CONFIG, opts=opts).model
         with torch.no_grad():
             for parameter in trained.parameters():
                 parameter.add_(0.25)
         torch.save({"model": trained.state_dict()}, self.in_home("model_final.pth"))
-        predictor = build_predictor(config, opts=opts + ["MODEL.WEIGHTS", "~/model_final.pth"])
+        predictor = build_predictor(CLUSTERCAM_TOY_CONFIG, opts=opts + ["MODEL.WEIGHTS", "~/model_final.pth"])
         self.assertIsInstance(predictor, ClusterCAMPredictor)
         for (name, ours), theirs in zip(predictor.model.state_dict().items(), trained.state_dict().values()):
             self.assertTrue(torch.equal(ours, theirs), name)
@@ -205,15 +201,10 @@ class ModelWeightsTest(HomeFolder, unittest.TestCase):
 @requires_detectron2
 class WebDemoBannerTest(HomeFolder, unittest.TestCase):
     def test_banner_says_each_kind(self):
-        import sys
-
         from cdam_d2.engine import load_cfg
 
-        sys.path.insert(0, os.path.join(REPO, "tools"))
-        self.addCleanup(sys.path.remove, os.path.join(REPO, "tools"))
-        import web_demo
-
-        cdam = os.path.join(REPO, "configs", "cdam_voc21.yaml")
+        web_demo = import_tool("web_demo")
+        cdam = os.path.join(CONFIGS, "cdam_voc21.yaml")
         torch.save({"w": torch.zeros(1)}, self.in_home("ViT-B-16.pt"))
         kind, text = web_demo.describe_weights(load_cfg(cdam, ["MODEL.CDAM.CLIP_WEIGHTS", "~/ViT-B-16.pt"])[0])
         self.assertEqual(kind, "weights")
@@ -225,7 +216,7 @@ class WebDemoBannerTest(HomeFolder, unittest.TestCase):
         self.assertEqual(kind, "random")
         with self.assertRaisesRegex(FileNotFoundError, "MODEL.CDAM.CLIP_WEIGHTS"):
             web_demo.describe_weights(load_cfg(cdam, ["MODEL.CDAM.CLIP_WEIGHTS", "~/none.pt"])[0])
-        clustercam = os.path.join(REPO, "configs", "clustercam_voc.yaml")
+        clustercam = os.path.join(CONFIGS, "clustercam_voc.yaml")
         torch.save({"model": {}}, self.in_home("model_final.pth"))
         kind, text = web_demo.describe_weights(load_cfg(clustercam, ["MODEL.WEIGHTS", "~/model_final.pth"])[0])
         self.assertEqual((kind, text), ("weights", f"**ClusterCAM weights:** `{self.in_home('model_final.pth')}`"))
