@@ -202,3 +202,17 @@ class CreatesDirectory:
 
     def __reduce__(self):
         return os.makedirs, (self.path,)
+
+
+def point_builtin_datasets_at(root):
+    """Re-register Detectron2's builtin Cityscapes / ADE20K splits under ``root`` (the cdam_* names are
+    re-registered by ``cdam_d2.register_all_cdam_datasets(root)``)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets.builtin import register_all_ade20k, register_all_cityscapes
+
+    for name in list(DatasetCatalog.list()):
+        if name.startswith(("ade20k_sem_seg_", "cityscapes_fine_")):
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    register_all_cityscapes(root)
+    register_all_ade20k(root)

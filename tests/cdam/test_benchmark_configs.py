@@ -4,7 +4,7 @@ import os
 import tempfile
 import unittest
 
-from tests.helpers import CONFIGS, one_template_file, requires_detectron2, slow
+from tests.helpers import CONFIGS, one_template_file, point_builtin_datasets_at, requires_detectron2, slow
 
 # The 8 datasets of the training-free open-vocabulary protocol: config -> (dataset, classes, threshold on).
 BENCHMARK_CONFIGS = {
@@ -31,13 +31,13 @@ class BenchmarkConfigsTest(unittest.TestCase):
         shipped = {name for name in os.listdir(CONFIGS) if name.startswith("cdam_")}
         self.assertEqual(shipped, set(BENCHMARK_CONFIGS))
         # Later tests see every name under $DETECTRON2_DATASETS again.
-        self.addCleanup(self._point_builtins_at, default_datasets_root())
+        self.addCleanup(point_builtin_datasets_at, default_datasets_root())
         self.addCleanup(register_all_cdam_datasets, default_datasets_root())
         with tempfile.TemporaryDirectory() as tmp:
             root = os.path.join(tmp, "datasets")
             counts = make_toy_datasets(root)
             register_all_cdam_datasets(root)  # cdam_* names now read the toy root
-            self._point_builtins_at(root)
+            point_builtin_datasets_at(root)
             templates = one_template_file(tmp)
             for config, (dataset, num_classes, threshold_on) in BENCHMARK_CONFIGS.items():
                 with self.subTest(config):
@@ -55,19 +55,6 @@ class BenchmarkConfigsTest(unittest.TestCase):
                     cfg = load_cfg(os.path.join(CONFIGS, config))[0]
                     self.assertEqual(cfg.DATASETS.TEST, (dataset,))
                     self.assertEqual(cfg.MODEL.CDAM.ALPHA > 0, threshold_on)
-
-    @staticmethod
-    def _point_builtins_at(root):
-        """Re-register Detectron2's builtin Cityscapes / ADE20K val splits under ``root``."""
-        from detectron2.data import DatasetCatalog, MetadataCatalog
-        from detectron2.data.datasets.builtin import register_all_ade20k, register_all_cityscapes
-
-        for name in list(DatasetCatalog.list()):
-            if name.startswith(("ade20k_sem_seg_", "cityscapes_fine_")):
-                DatasetCatalog.remove(name)
-                MetadataCatalog.remove(name)
-        register_all_cityscapes(root)
-        register_all_ade20k(root)
 
 
 if __name__ == "__main__":

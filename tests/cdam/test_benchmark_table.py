@@ -9,7 +9,7 @@ import time
 import unittest
 from unittest import mock
 
-from tests.helpers import REPO, requires_detectron2, slow
+from tests.helpers import REPO, point_builtin_datasets_at, requires_detectron2, slow
 
 CONFIGS = os.path.join(REPO, "configs")
 KEYS = ("voc21", "context60", "coco_object", "voc20", "context59", "coco_stuff171", "cityscapes19", "ade20k150")
@@ -264,19 +264,6 @@ class FormatTest(unittest.TestCase):
         self.assertEqual(as_json["rows"][1]["cells"][0]["reason"], "no files here")
 
 
-def _point_builtins_at(root):
-    """Re-register Detectron2's builtin Cityscapes / ADE20K splits under ``root``."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.data.datasets.builtin import register_all_ade20k, register_all_cityscapes
-
-    for name in list(DatasetCatalog.list()):
-        if name.startswith(("ade20k_sem_seg_", "cityscapes_fine_")):
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-    register_all_cityscapes(root)
-    register_all_ade20k(root)
-
-
 @slow
 @requires_detectron2
 class EndToEndTest(unittest.TestCase):
@@ -293,8 +280,8 @@ class EndToEndTest(unittest.TestCase):
         root = os.path.join(tmp.name, "datasets")
         make_toy_datasets(root)
         register_all_cdam_datasets(root)
-        _point_builtins_at(root)
-        self.addCleanup(_point_builtins_at, default_datasets_root())
+        point_builtin_datasets_at(root)
+        self.addCleanup(point_builtin_datasets_at, default_datasets_root())
         self.addCleanup(register_all_cdam_datasets, default_datasets_root())
         templates = _write(os.path.join(tmp.name, "templates.txt"), "a photo of a {}.\n")
         self.opts = ["MODEL.DEVICE", "cpu", "MODEL.CDAM.CLIP_MODEL", "tiny:ViT-B-16", "MODEL.CDAM.CLIP_WEIGHTS",
