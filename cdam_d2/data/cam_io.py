@@ -4,7 +4,6 @@ foreground class index (0-based) to an (H, W) float map at the image's size.
 ``np.load(allow_pickle=True)`` would run any code a pickle names; :func:`read_cam_dict` unpickles with
 an allow-list that admits numpy arrays, dtypes and scalars only (all such a file needs).
 """
-import io
 import pickle
 from typing import Dict, Iterable, Optional, Tuple
 
@@ -46,7 +45,7 @@ def read_cam_dict(path: str) -> Dict[int, np.ndarray]:
             shape, _, dtype = read_header(f)
             if dtype != np.dtype(object) or shape != ():
                 raise ValueError(f"holds a {dtype} array of shape {shape}, not a pickled dictionary")
-            cams = _NumpyOnlyUnpickler(io.BytesIO(f.read())).load()
+            cams = _NumpyOnlyUnpickler(f).load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as error:
         raise ValueError(f"CAM file '{path}' cannot be read as a class -> map dictionary: {error}") from error
     if isinstance(cams, np.ndarray) and cams.shape == () and cams.dtype == object:
