@@ -118,7 +118,8 @@ def main():
     workers = args.workers or default_workers()
     root = args.root or tempfile.mkdtemp(prefix="bench_evaluate_predictions_")
     names = ["background"] + [f"class{k}" for k in range(1, NUM_CLASSES)]
-    print(f"cores usable: {default_workers()}, worker processes: {workers}")
+    print(f"cores usable: {default_workers()}, worker processes: {workers}, load average before: "
+          f"{os.getloadavg()[0]:.1f}")
     try:
         items = make_folder(root, args.images, workers)
         npy, png = os.path.join(root, "npy"), os.path.join(root, "png")
@@ -140,6 +141,7 @@ def main():
             _, seconds = time_call(lambda: pool.map(release_style_pass, tasks, chunksize=8))
         per_pass = seconds / len(tasks)
         estimate = per_pass * len(thresholds) * len(items)
+        print(f"load average after: {os.getloadavg()[0]:.1f} (other processes slow every figure above)")
         print(f"releases' way (one pass per threshold), measured on {len(sample)} images x 3 thresholds: "
               f"{len(tasks) / seconds:.0f} image-thresholds/s -> about {estimate / 60:.0f} min "
               f"({estimate / 3600:.1f} h) for the {len(thresholds)}-threshold curve of {len(items)} images "
