@@ -301,6 +301,8 @@ def format_report(report: Dict, class_names: Sequence[str]) -> str:
         lines += [f"{r['threshold']:9.2f}  {_value(r['mIoU'])}  {_value(r['FP'])}  {_value(r['FN'])}" for r in results]
         best, peak = report["best"], report["first_peak"]
         lines.append(f"Best background threshold {best['threshold']:.2f}: mIoU {best['mIoU']:.2f}")
+        if best["threshold"] in (results[0]["threshold"], results[-1]["threshold"]):
+            lines.append("(the best is at an end of the sweep: the optimum may lie outside it; widen --curve)")
         if peak["threshold"] != best["threshold"]:
             lines.append(f"(the release's sweep stops at its first peak, threshold {peak['threshold']:.2f}: "
                          f"mIoU {peak['mIoU']:.2f})")
