@@ -137,7 +137,10 @@ def main(argv=None):
     model = build_model(cfg)
     os.makedirs(args.output, exist_ok=True)
     for record in records:
-        panel = draw(cfg, model, args.dataset, record, point, args.tile_height, names)
+        try:
+            panel = draw(cfg, model, args.dataset, record, point, args.tile_height, names)
+        except ValueError as error:  # e.g. a --patch outside this image
+            parser.error(f"{record_image_id(record)}: {error}")
         path = os.path.join(args.output, record_image_id(record) + ".png")
         write_atomically(path, lambda temporary: Image.fromarray(panel).save(temporary, format="PNG"))
         print(f"wrote {path}")

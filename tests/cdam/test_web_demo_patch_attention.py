@@ -2,7 +2,7 @@
 base's, and the page wires it to the image's select event."""
 import importlib.util
 import os
-import sys
+import runpy
 import tempfile
 import unittest
 from types import SimpleNamespace
@@ -13,12 +13,7 @@ from tests.helpers import CDAM_TOY_CONFIG, CLUSTERCAM_TOY_CONFIG, REPO, requires
 
 
 def load_web_demo():
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        import web_demo
-    finally:
-        sys.path.pop(0)
-    return web_demo
+    return SimpleNamespace(**runpy.run_path(os.path.join(REPO, "tools", "web_demo.py")))
 
 
 @requires_detectron2

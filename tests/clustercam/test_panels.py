@@ -10,13 +10,17 @@ from tests.helpers import CLUSTERCAM_TOY_CONFIG, requires_detectron2, toy_cfg
 NAMES = ["background", "aeroplane", "bicycle", "bird"]
 
 
+def tiny_net(num_classes, cluster_depth, cam_last_layers, seed):
+    from cdam_d2.clustercam.modeling import ClusterCAMNet
+
+    torch.manual_seed(seed)
+    return ClusterCAMNet(num_classes, embed_dim=32, depth=3, num_heads=2, cluster_depth=cluster_depth,
+                         cam_last_layers=cam_last_layers, decoder_dim=8, drop_path=0.0).eval()
+
+
 class AttentionMapsTest(unittest.TestCase):
     def test_parts_mix_into_the_cam_weight(self):
-        from cdam_d2.clustercam.modeling import ClusterCAMNet
-
-        torch.manual_seed(0)
-        net = ClusterCAMNet(3, embed_dim=32, depth=3, num_heads=2, cluster_depth=2, cam_last_layers=1,
-                            decoder_dim=8, drop_path=0.0).eval()
+        net = tiny_net(3, cluster_depth=2, cam_last_layers=1, seed=0)
         images = torch.randn(2, 3, 80, 112)
         maps = net.attention_maps(images)
         for value in maps.values():
@@ -32,11 +36,7 @@ class AttentionMapsTest(unittest.TestCase):
         self.assertTrue(((maps["patch_to_class"] > 0) & (maps["patch_to_class"] < 1)).all())
 
     def test_blocks_without_clusters_contribute_no_cluster_attention(self):
-        from cdam_d2.clustercam.modeling import ClusterCAMNet
-
-        torch.manual_seed(1)
-        net = ClusterCAMNet(2, embed_dim=32, depth=3, num_heads=2, cluster_depth=1, cam_last_layers=3,
-                            decoder_dim=8, drop_path=0.0).eval()
+        net = tiny_net(2, cluster_depth=1, cam_last_layers=3, seed=1)
         images = torch.randn(1, 3, 64, 64)
         maps = net.attention_maps(images)
         parts = net.forward_features(images, with_attention_parts=True)["attention_parts"]

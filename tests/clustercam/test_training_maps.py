@@ -8,7 +8,6 @@ import runpy
 import tempfile
 import unittest
 
-import numpy as np
 import torch
 
 from tests.helpers import CLUSTERCAM_TOY_CONFIG, REPO, RegisteredToyDatasets, requires_detectron2, slow, toy_cfg
