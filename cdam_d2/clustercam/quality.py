@@ -118,9 +118,8 @@ class TrainingMapsMonitor:
             conf = sum(comm.all_gather(conf))
             metrics = segmentation_metrics(conf, names, CONVENTION)
             results[name] = {key: metrics[key] for key in ("mIoU", "FP", "FN")}
-        # the share of labelled pixels the pseudo-labels leave out (their ignore band)
-        conf = sum(comm.all_gather(confusions["pseudo_label"]))
-        results["pseudo_label"]["ignored"] = 100.0 * conf[-1, :-1].sum() / max(1, conf[:, :-1].sum())
+            if name == "pseudo_label":  # the share of labelled pixels in the ignore band (row C: no class)
+                results[name]["ignored"] = float(100.0 * conf[-1, :-1].sum() / max(1, conf[:, :-1].sum()))
         logger.info("Pseudo-label quality on %d images of %s (%s convention): %s", len(subset), self.dataset,
                     CONVENTION, results)
         return results
