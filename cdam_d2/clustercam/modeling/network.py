@@ -176,7 +176,7 @@ class ClusterCAMNet(nn.Module):
     @torch.no_grad()
     def attention_maps(self, images):
         """The class->patch attentions behind the CAM, for pictures: each is the head mean summed over the
-        last ``cam_last_layers`` blocks, as the CAM weights its activations (spec §1.6b).
+        last ``cam_last_layers`` blocks, as the CAM weights its activations (see ``forward_cams``).
 
         Args:
             images: (B, 3, H, W) normalised.
