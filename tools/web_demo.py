@@ -5,7 +5,8 @@
 
 Open the printed address, drop an image, type a vocabulary (';' separates classes, ',' synonyms), pick a
 config and a base variant, and press Segment: the page shows the overlay with its legend, the area of each
-class, and a download of the label PNG (pixel value = class index). Several --config-file give a choice of
+class, and a download of the label PNG (pixel value = class index). With a CDAM config, click a pixel of
+the input image to see what its patch attends to: the CDAM attention map next to the base's own attention. Several --config-file give a choice of
 configs (a ClusterCAM config segments its fixed classes). The page says which CLIP weights run: a local
 file, an open_clip tag, or random weights (offline: --opts MODEL.CDAM.CLIP_WEIGHTS random, or
 CLIP_MODEL tiny:ViT-B-16 for a small random model). Config overrides go after --opts.
@@ -151,6 +152,38 @@ class Segmenter:
         overlay.save(overlay_path)
         return overlay, legend_html(result, colors), label_path, overlay_path
 
+    def patch_attention_tiles(self, image, vocabulary, config_name, base, point):
+        """The two tiles (CDAM attention, base attention) of the patch under ``point`` = (x, y) of ``image``,
+        from the CDAM predictor of (config, base) (CDAM's map, ATP words included, even while the page shows
+        the base alone)."""
+        import gradio as gr
+
+        from cdam_d2.cdam.visualize import attention_tiles, image_patch_attention
+
+        if image is None:
+            raise gr.Error("Upload or drop an image first, then click a pixel of it.")
+        if not self.is_cdam(config_name):
+            raise gr.Error("Patch attention is CDAM's: choose a CDAM config.")
+        cfg = self.cfgs[config_name]
+        with self.lock:
+            try:
+                predictor = self.predictor(config_name, base, True)
+                predictor.set_vocabulary((vocabulary or "").strip() or None)
+                found = image_patch_attention(predictor.model, image, predictor.queries, tuple(point),
+                                              cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+            except ValueError as error:  # a bad vocabulary, a point outside the image
+                raise gr.Error(str(error))
+        return attention_tiles(found, base)
+
+    def patch_attention(self, image, vocabulary, config_name, base, event):
+        """Gradio callback of a click on the input image (``event.index`` = [x, y] in its pixels): a picture of
+        the clicked patch's CDAM attention next to the base's, over the sliding window holding it."""
+        from cdam_d2.engine.panels import compose
+
+        x, y = event.index
+        tiles = self.patch_attention_tiles(image, vocabulary, config_name, base, (x, y))
+        return compose(tiles, [], columns=2, tile_height=256, title=f"What the patch at ({x}, {y}) attends to")
+
 
 def build_page(segmenter):
     import gradio as gr
@@ -185,8 +218,17 @@ def build_page(segmenter):
                     with gr.Column():
                         download_labels = gr.DownloadButton("Download label PNG", elem_id="download-labels")
                         download_overlay = gr.DownloadButton("Download overlay PNG", elem_id="download-overlay")
+                gr.Markdown("**Patch attention** (CDAM configs): click a pixel of the input image to see what "
+                            "its patch attends to, in CDAM's map and in the base's own attention.")
+                attention = gr.Image(label="Patch attention", show_label=False, type="numpy", format="png",
+                                     interactive=False, buttons=[], elem_id="patch-attention")
         run.click(segmenter.segment, [image, vocabulary, config, base, use_cdam, opacity],
                   [overlay, legend, download_labels, download_overlay])
+
+        def select_patch(image, vocabulary, config, base, event: gr.SelectData):
+            return segmenter.patch_attention(image, vocabulary, config, base, event)
+
+        image.select(select_patch, [image, vocabulary, config, base], attention)
         config.change(segmenter.banner, config, banner)
     return page
 

@@ -37,6 +37,11 @@ class CDAMPredictor(SegmentationPredictor):
         super().__init__(config_file_or_cfg, opts=opts, input_format=input_format, model=model)
         self.set_vocabulary(vocabulary, dataset=dataset)
 
+    @property
+    def queries(self):
+        """The text queries of the current vocabulary (``cdam_d2.cdam.modeling.TextQueries``)."""
+        return self._queries
+
     def set_vocabulary(self, vocabulary: Union[str, Sequence[str], None] = None, *,
                        dataset: Optional[str] = None) -> None:
         """Switch to a new vocabulary; only names this predictor has not embedded before are encoded."""

@@ -88,4 +88,9 @@ def add_config(cfg):
     cc.TEST.IN_TRAINING.PERIOD_EPOCHS = 1
     cc.TEST.IN_TRAINING.SCALES = (1.0,)  # the release's in-training protocol: one scale, no CRF
     cc.TEST.IN_TRAINING.CRF = False
+    # Each in-training evaluation also scores the pseudo-labels and CAM seeds (at PSEUDO_LABEL.BG_THR) of
+    # this many images of DATASETS.TRAIN[0], evenly spread (0: off; needs its label maps), and puts the
+    # ClusterCAM panel of its image number PANEL_IMAGE into the event storage (TensorBoard; -1: off).
+    cc.TEST.IN_TRAINING.PSEUDO_LABEL_IMAGES = 300
+    cc.TEST.IN_TRAINING.PANEL_IMAGE = 0
     return cfg

@@ -9,6 +9,9 @@
   iteration and score; it survives ``--resume``.
 - A finished run always leaves a loadable ``model_final.pth``, even when ``--resume`` found the
   run killed after its last periodic checkpoint and had nothing left to train.
+- Each in-training evaluation also scores the pseudo-labels and CAM seeds of a training subset
+  (``pseudo_label/*``, ``cam_seed/*`` next to ``sem_seg/*``) and stores the panel of one training
+  image (:mod:`cdam_d2.clustercam.quality`).
 """
 import json
 import logging
@@ -20,6 +23,7 @@ from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
 
 from ..utils.files import write_atomically
+from .quality import PANEL_NAME, TrainingMapsMonitor, unwrap_model
 
 __all__ = ["EvaluationSchedule", "clustercam_hooks"]
 
@@ -234,8 +238,18 @@ def clustercam_hooks(cfg, trainer, hooks):
     logger.info(f"ClusterCAM: {schedule} ({describe_protocol(in_training)}); final evaluation with "
                 f"{describe_protocol(cfg)}")
 
+    monitor = TrainingMapsMonitor(cfg)
+
     def evaluate_in_training():
-        return trainer.test(in_training, trainer.model)
+        results = trainer.test(in_training, trainer.model)
+        if monitor.enabled:
+            # The panel's prediction: the in-training scales, without a CRF.
+            with unwrap_model(trainer.model).test_protocol(in_training.MODEL.CLUSTERCAM.TEST.SCALES):
+                results.update(monitor.scores(trainer.model))
+                panel = monitor.panel(trainer.model) if comm.is_main_process() else None
+            if panel is not None:
+                trainer.storage.put_image(PANEL_NAME, panel)
+        return results
 
     def evaluate_final():
         trainer._last_eval_results = trainer.test(cfg, trainer.model)  # what DefaultTrainer.train returns

@@ -203,7 +203,11 @@ class ClusterCAM(nn.Module):
     @torch.no_grad()
     def pseudo_labels(self, images, labels, train_mode=None):
         """Refined pseudo-labels (B, H, W) in {0, 1..K, 255} for normalised images (B, 3, H, W)."""
-        cams = self.class_activation_maps(images, labels, train_mode)
+        return self.refine_pseudo_labels(images, labels, self.class_activation_maps(images, labels, train_mode))
+
+    @torch.no_grad()
+    def refine_pseudo_labels(self, images, labels, cams):
+        """Pseudo-labels (B, H, W) from the ``class_activation_maps`` (B, K, H, W) of normalised images."""
         # Refinement in float32: PAR's softmaxes and the thresholds need no autocast.
         with torch.autocast(device_type=self.device.type, enabled=False):
             images_unit = denormalize_to_unit(images, self.pixel_mean, self.pixel_std)

@@ -2,7 +2,10 @@
 
 The confusion matrix has shape (C+1, C+1): rows are predictions, columns are ground truth, and
 index C collects ignored ground-truth pixels, exactly as Detectron2's ``SemSegEvaluator`` lays
-it out, so matrices from both can be compared and summed across processes.
+it out, so matrices from both can be compared and summed across processes. Row C holds pixels
+predicted as no class (the ignore value of a pseudo-label map); a model's arg-max never fills it.
+They count as misses of their ground-truth class, as in the evaluation script of the WSSS
+releases (MCTformer, ClusterCAM).
 
 Only the arg-max over the scores runs in torch (on the scores' device, with torch's threads);
 the per-pixel bookkeeping on (H, W) maps is single-threaded numpy and OpenCV, since every
@@ -17,7 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CONVENTIONS = ("detectron2", "mmseg")
+CONVENTIONS = ("detectron2", "mmseg", "release")
+# The WSSS releases' evaluation script adds this to every IoU, FP and FN denominator.
+RELEASE_EPS = 1e-10
 # cv2.calcHist counts in float32, exact up to 2**24 per bin: histograms are summed over chunks.
 _HISTOGRAM_CHUNK = 2**24
 
@@ -82,10 +87,11 @@ def pair_histogram(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: 
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_label: int):
-    """Confusion matrix of one (H, W) prediction in [0, C) against its (H, W) label map.
+    """Confusion matrix of one (H, W) prediction in [0, C] against its (H, W) label map.
 
-    Label values outside [0, C) other than ``ignore_label`` are counted, by value, and put with
-    the ignored pixels; the caller decides whether they are an error.
+    A prediction value C means "no class" (row C). Label values outside [0, C) other than
+    ``ignore_label`` are counted, by value, and put with the ignored pixels; the caller decides
+    whether they are an error.
 
     Returns:
         conf: (C+1, C+1) int64, rows = prediction, columns = label, column C = ignored pixels.
@@ -94,9 +100,9 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_
     conf = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     if pred.dtype == gt.dtype == np.uint8 and num_classes <= ignore_label <= 255:
         # One histogram over (prediction, raw label byte) pairs also finds the invalid values.
-        counts = pair_histogram(pred, gt, num_classes, 256)
-        conf[:num_classes, :num_classes] = counts[:, :num_classes]
-        conf[:num_classes, num_classes] = counts[:, num_classes:].sum(axis=1)
+        counts = pair_histogram(pred, gt, num_classes + 1, 256)
+        conf[:, :num_classes] = counts[:, :num_classes]
+        conf[:, num_classes] = counts[:, num_classes:].sum(axis=1)
         per_value = counts[:, num_classes:].sum(axis=0)
         per_value[ignore_label - num_classes] = 0
         values = np.flatnonzero(per_value)
@@ -164,26 +170,37 @@ def boundary_confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int
 
 
 def segmentation_metrics(conf: np.ndarray, class_names: Sequence[str], convention: str):
-    """mIoU, fwIoU, per-class IoU, mACC, pACC and per-class ACC (×100) from a (C+1)² matrix.
+    """mIoU, fwIoU, per-class IoU, mACC, pACC, per-class ACC, FP and FN (×100) from a (C+1)² matrix.
 
     ``convention="detectron2"`` leaves classes without ground-truth pixels out of the means;
-    ``"mmseg"`` counts such a class as IoU 0 when it is predicted (absent from both: left out).
+    ``"mmseg"`` counts such a class as IoU 0 when it is predicted (absent from both: left out);
+    ``"release"`` is the WSSS releases' script: every class is in the means, with
+    IoU = TP / (T + P - TP + 1e-10), so a class absent from both prediction and labels counts 0.
+    FP and FN are the means, over the classes of the mIoU, of (P - TP) / union and
+    (T - TP) / union (P: predicted pixels, T: labelled pixels, TP: both).
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"Unknown metric convention '{convention}'; use one of {CONVENTIONS}.")
     # float64 numpy with Detectron2's order of operations, so its numbers are matched bit for bit.
-    conf = np.asarray(conf)[:-1, :-1].astype(np.float64)
+    full = np.asarray(conf).astype(np.float64)
+    conf = full[:-1, :-1]
     tp = conf.diagonal()
-    gt_pixels = conf.sum(axis=0)
+    gt_pixels = full[:, :-1].sum(axis=0)  # row C (predicted as no class) holds misses
     pred_pixels = conf.sum(axis=1)
     union = gt_pixels + pred_pixels - tp
     has_gt = gt_pixels > 0
-    iou_valid = (has_gt if convention == "detectron2" else np.ones_like(has_gt)) & (union > 0)
+    if convention == "release":
+        iou_valid = np.ones_like(has_gt)
+        denominator = union + RELEASE_EPS
+    else:
+        iou_valid = (has_gt if convention == "detectron2" else np.ones_like(has_gt)) & (union > 0)
+        denominator = union
     acc = np.full(len(tp), np.nan)
     iou = np.full(len(tp), np.nan)
     acc[has_gt] = tp[has_gt] / gt_pixels[has_gt]
-    iou[iou_valid] = tp[iou_valid] / union[iou_valid]
+    iou[iou_valid] = tp[iou_valid] / denominator[iou_valid]
     class_weights = gt_pixels / np.sum(gt_pixels)
+    valid_denominator = denominator[iou_valid]
 
     res = OrderedDict()
     res["mIoU"] = 100 * (np.sum(iou[iou_valid]) / np.sum(iou_valid))
@@ -194,4 +211,65 @@ def segmentation_metrics(conf: np.ndarray, class_names: Sequence[str], conventio
     res["pACC"] = 100 * (np.sum(tp) / np.sum(gt_pixels))
     for name, value in zip(class_names, acc):
         res[f"ACC-{name}"] = 100 * value
+    res["FP"] = 100 * np.mean((pred_pixels - tp)[iou_valid] / valid_denominator)
+    res["FN"] = 100 * np.mean((gt_pixels - tp)[iou_valid] / valid_denominator)
     return OrderedDict((key, float(value)) for key, value in res.items())
+
+
+def threshold_histogram(peak: np.ndarray, peak_class: np.ndarray, gt: np.ndarray, thresholds: np.ndarray,
+                        num_classes: int, ignore_label: int):
+    """Counts that give, for every background threshold at once, the confusion matrix of the label map
+    "background (0) where ``peak <= t``, else ``peak_class``" (see :func:`threshold_confusion_matrices`).
+
+    A pixel is foreground exactly at the thresholds below its peak: with ascending thresholds, at the
+    first j of them, j = the number of thresholds < peak. One histogram over (j, class, label) per
+    image thus replaces one confusion matrix per threshold.
+
+    Args:
+        peak: (H, W) float score of the best foreground class (compared with ``thresholds`` in its dtype).
+        peak_class: (H, W) integer class of that score, in [1, C).
+        gt: (H, W) labels; values outside [0, C) other than ``ignore_label`` are counted as in
+            :func:`confusion_matrix`.
+        thresholds: (T,) ascending.
+
+    Returns:
+        hist: (T+1, C, C+1) int64, hist[j, c, g] = pixels foreground at exactly the first j thresholds,
+            of class c and label g (column C: ignored labels).
+        invalid: {label value: pixel count} of the out-of-range label values.
+    """
+    import cv2
+
+    thresholds = np.asarray(thresholds, dtype=peak.dtype)
+    if thresholds.ndim != 1 or np.any(np.diff(thresholds) <= 0):
+        raise ValueError(f"thresholds must be a strictly ascending 1-D sequence, got {thresholds}")
+    num_steps = len(thresholds) + 1
+    if gt.dtype == np.uint8:
+        value_counts = cv2.calcHist([gt.reshape(1, -1)], [0], None, [256], [0, 256]).reshape(-1)
+        values = [v for v in np.flatnonzero(value_counts) if v >= num_classes and v != ignore_label]
+        invalid = {int(v): int(value_counts[v]) for v in values}
+    else:
+        out_of_range = ((gt < 0) | (gt >= num_classes)) & (gt != ignore_label)
+        values, pixels = np.unique(gt[out_of_range], return_counts=True)
+        invalid = dict(zip(values.tolist(), pixels.tolist()))
+    columns = ignored_as_last_class(gt, num_classes, ignore_label)
+    steps = np.searchsorted(thresholds, peak.reshape(-1), side="left")
+    rows = steps * num_classes + peak_class.reshape(-1)
+    shape = (num_steps, num_classes, num_classes + 1)
+    if num_steps * num_classes * (num_classes + 1) <= 65536:
+        counts = pair_histogram(rows.astype(np.uint16), columns, num_steps * num_classes, num_classes + 1)
+    else:
+        keys = rows.astype(np.int64) * (num_classes + 1) + columns.reshape(-1)
+        counts = np.bincount(keys, minlength=int(np.prod(shape)))
+    return counts.reshape(shape), invalid
+
+
+def threshold_confusion_matrices(hist: np.ndarray) -> np.ndarray:
+    """(T+1, C, C+1) counts of :func:`threshold_histogram` (summed over images) -> (T, C+1, C+1)
+    confusion matrices, one per threshold, laid out as :func:`confusion_matrix`'s."""
+    num_steps, num_classes, _ = hist.shape
+    # foreground[i] = pixels foreground at threshold i: those of the steps j > i.
+    foreground = np.cumsum(hist[::-1], axis=0)[::-1][1:]
+    conf = np.zeros((num_steps - 1, num_classes + 1, num_classes + 1), dtype=np.int64)
+    conf[:, :num_classes] = foreground
+    conf[:, 0] += hist.sum(axis=(0, 1)) - foreground.sum(axis=1)
+    return conf

@@ -167,8 +167,8 @@ class DenseCLIPEncoder(nn.Module):
         gauss = torch.exp(-torch.cdist(coords, coords).square() / (2 * self.naclip_sigma ** 2))
         return F.pad(gauss, (1, 0, 1, 0)).to(dtype)
 
-    def _gem_attention(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-        """GEM self-self attention output (B, T, D) of ``block`` on the original-path input ``tokens``."""
+    def _gem_weights(self, block: nn.Module, tokens: torch.Tensor):
+        """GEM self-self attention weights (B, H, T, T) of ``block`` on ``tokens``, and the values (B, H, T, d)."""
         normed = block.ln_1(tokens)
         q, k, v = self._qkv(block, normed)
         head_dim = q.shape[-1]
@@ -180,8 +180,27 @@ class DenseCLIPEncoder(nn.Module):
             refined = F.normalize(torch.softmax(temperature * unit @ unit.transpose(-2, -1), dim=-1) @ unit, dim=-1)
             return torch.softmax(temperature * refined @ refined.transpose(-2, -1), dim=-1)
 
-        weights = (self_self(q) + self_self(k) + self_self(v)) / 3
+        return (self_self(q) + self_self(k) + self_self(v)) / 3, v
+
+    def _gem_attention(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """GEM self-self attention output (B, T, D) of ``block`` on the original-path input ``tokens``."""
+        weights, v = self._gem_weights(block, tokens)
         return self._out_proj(block, self._merge_heads(weights @ v))
+
+    def _attention_weights(self, q: torch.Tensor, k: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        """(B, H, T, T) last-block attention weights of the clip, sclip, clearclip and naclip bases."""
+        scale = q.shape[-1] ** -0.5
+        if self.base == "clip":
+            return torch.softmax(scale * q @ k.transpose(-2, -1), dim=-1)
+        if self.base == "sclip":
+            return (torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
+                    + torch.softmax(scale * k @ k.transpose(-2, -1), dim=-1))
+        if self.base == "clearclip":
+            return torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
+        if self.base == "naclip":
+            logits = scale * k @ k.transpose(-2, -1)
+            return torch.softmax(logits + self._neighbourhood_bias(grid, logits.device, logits.dtype), -1)
+        raise ValueError(f"base {self.base!r} has no query/key attention")
 
     # ---- passes ------------------------------------------------------------------------------------------
     def forward_to_last_block(self, images: torch.Tensor) -> StreamState:
@@ -220,18 +239,26 @@ class DenseCLIPEncoder(nn.Module):
             return self.project(state.gem_tokens + self._gem_attention(block, tokens))
         q, k, v = self._qkv(block, block.ln_1(tokens))
         state.values = self._merge_heads(v)
-        scale = q.shape[-1] ** -0.5
+        weights = self._attention_weights(q, k, state.grid)
+        attn_out = self._out_proj(block, self._merge_heads(weights @ v))
         if self.base == "sclip":
-            weights = (torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
-                       + torch.softmax(scale * k @ k.transpose(-2, -1), dim=-1))
-            attn_out = self._out_proj(block, self._merge_heads(weights @ v))
             return self.project(self._attn_residual_ffn(block, tokens, attn_out))
-        if self.base == "clearclip":
-            weights = torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
-        else:  # naclip
-            logits = scale * k @ k.transpose(-2, -1)
-            weights = torch.softmax(logits + self._neighbourhood_bias(state.grid, logits.device, logits.dtype), -1)
-        return self.project(self._out_proj(block, self._merge_heads(weights @ v)))
+        return self.project(attn_out)  # clearclip, naclip: no residual, no FFN
+
+    def base_attention(self, state: StreamState) -> torch.Tensor:
+        """(B, N, N) patch-to-patch attention of the base's last block in the first pass (query rows, key
+        columns; head mean, CLS dropped): softmax rows for clip, clearclip, naclip and gem, the sum of two
+        for sclip, the identity for maskclip. For pictures of what a patch attends to."""
+        block, tokens = self.blocks[-1], state.tokens
+        if self.base == "maskclip":
+            eye = torch.eye(tokens.shape[1] - 1, dtype=tokens.dtype, device=tokens.device)
+            return eye.expand(tokens.shape[0], -1, -1)
+        if self.base == "gem":
+            weights = self._gem_weights(block, tokens)[0]
+        else:
+            q, k, _ = self._qkv(block, block.ln_1(tokens))
+            weights = self._attention_weights(q, k, state.grid)
+        return weights.mean(dim=1)[:, 1:, 1:]
 
     def second_pass(self, state: StreamState, patch_attention: torch.Tensor, mode: str = "released") -> torch.Tensor:
         """Last block with a given patch-to-patch attention map shared by all heads -> (B, N, E) features.

@@ -130,6 +130,20 @@ class CDAMSegmentor(nn.Module):
             weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(EPS)
         return weights
 
+    def first_pass_and_map(self, windows: torch.Tensor, text: TextQueries, with_map: Optional[bool] = None):
+        """(B, 3, h, w) normalized windows -> the stream state, the first-pass (base) features (B, N, E) and the
+        CDAM map W (B, N, N) (None unless ``with_map``, default ``use_cdam``)."""
+        with self._stage(STAGES[0]), self._autocast(windows.device):
+            state = self.encoder.forward_to_last_block(windows)
+            features = self.encoder.first_pass(state)
+        weights = None
+        if self.use_cdam if with_map is None else with_map:
+            with self._stage(STAGES[1]):
+                features = at_least_fp32(features)
+                queries = torch.cat([text.dataset, text.extra]).to(features.dtype)
+                weights = self.attention_map(self._patch_logits(features, queries, state.grid))
+        return state, features, weights
+
     def window_logits(self, windows: torch.Tensor, text: TextQueries) -> torch.Tensor:
         """(B, 3, h, w) normalized windows -> (B, Q_D, g_h, g_w) cosine logits (fp32, or fp64 for an fp64 model)
         over the dataset queries.
@@ -137,14 +151,8 @@ class CDAMSegmentor(nn.Module):
         The stages are named for ``torch.profiler`` and ``stage_timer`` ("cdam: backbone", "cdam: map",
         "cdam: second pass").
         """
-        with self._stage(STAGES[0]), self._autocast(windows.device):
-            state = self.encoder.forward_to_last_block(windows)
-            features = self.encoder.first_pass(state)
-        if self.use_cdam:
-            with self._stage(STAGES[1]):
-                features = at_least_fp32(features)
-                queries = torch.cat([text.dataset, text.extra]).to(features.dtype)
-                weights = self.attention_map(self._patch_logits(features, queries, state.grid))
+        state, features, weights = self.first_pass_and_map(windows, text)
+        if weights is not None:
             with self._stage(STAGES[2]), self._autocast(windows.device):
                 features = self.encoder.second_pass(state, weights, self.second_pass)
         features = at_least_fp32(features)

@@ -78,27 +78,33 @@ class ClusterAttention(nn.Module):
         """The mixing weight α (unconstrained unless ``clamp_alpha``)."""
         return self.mix_param.clamp(0, 1) if self.clamp_alpha else self.mix_param
 
-    def forward(self, x, grid_size):
+    def forward(self, x, grid_size, with_parts=False):
         """
         Args:
             x: (B, K+N, C) block input, K class tokens first, patches row-major.
             grid_size: (Hp, Wp) with Hp*Wp = N.
+            with_parts: also return the two class->patch attentions before mixing.
 
         Returns:
             global_out (B, K+N, C), cluster_out (B, K+N, C) or None: the two residual updates;
             patch_attn (B, h, N, N): patch->patch MHSA weights (rows sum < 1);
-            class_attn (B, h, K, N): class->patch weights, mixed with the cluster-guided ones.
+            class_attn (B, h, K, N): class->patch weights, mixed with the cluster-guided ones;
+            with ``with_parts``, a dict: ``patch_to_class`` (B, h, K, N), the MHSA class->patch weights G,
+            and ``cluster_to_class`` (B, h, K, N), the cluster-guided Ĝ (None without clusters).
         """
         num_cls = self.num_class_tokens
         global_out, weights = _multi_head_attention(self.ln_pat(x), self.qkv, self.num_heads)
         global_out = self.proj(global_out)
         patch_attn = weights[:, :, num_cls:, num_cls:]
         class_attn = weights[:, :, :num_cls, num_cls:]
-        if not self.use_clusters:
-            return global_out, None, patch_attn, class_attn
-        cluster_out, cluster_class_attn = self._cluster_branch(x, grid_size)
-        alpha = self.alpha()
-        class_attn = (1 - alpha) * class_attn + alpha * cluster_class_attn
+        parts = {"patch_to_class": class_attn, "cluster_to_class": None}
+        cluster_out = None
+        if self.use_clusters:
+            cluster_out, parts["cluster_to_class"] = self._cluster_branch(x, grid_size)
+            alpha = self.alpha()
+            class_attn = (1 - alpha) * class_attn + alpha * parts["cluster_to_class"]
+        if with_parts:
+            return global_out, cluster_out, patch_attn, class_attn, parts
         return global_out, cluster_out, patch_attn, class_attn
 
     def _cluster_branch(self, x, grid_size):
@@ -148,11 +154,12 @@ class ClusterBlock(nn.Module):
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x, grid_size):
-        """x (B, K+N, C) -> (x, patch_attn (B,h,N,N), class_attn (B,h,K,N))."""
-        global_out, cluster_out, patch_attn, class_attn = self.st_attn(x, grid_size)
+    def forward(self, x, grid_size, with_parts=False):
+        """x (B, K+N, C) -> (x, patch_attn (B,h,N,N), class_attn (B,h,K,N)), plus the attention parts
+        of ``ClusterAttention.forward`` with ``with_parts``."""
+        global_out, cluster_out, patch_attn, class_attn, *parts = self.st_attn(x, grid_size, with_parts)
         x = x + self.drop_path(global_out)
         if cluster_out is not None:
             x = x + self.drop_path(cluster_out)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x, patch_attn, class_attn
+        return (x, patch_attn, class_attn, *parts)

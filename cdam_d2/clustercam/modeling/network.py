@@ -101,16 +101,18 @@ class ClusterCAMNet(nn.Module):
         patch_pos = interpolate_patch_pos_embed(self.pos_embed[:, num_cls:], grid_size)
         return torch.cat([self.pos_embed[:, :num_cls], patch_pos], dim=1)
 
-    def forward_features(self, images, with_patch_affinity=False):
+    def forward_features(self, images, with_patch_affinity=False, with_attention_parts=False):
         """
         Args:
             images: (B, 3, H, W) normalised.
             with_patch_affinity: also return R = Σ_layers mean_heads(patch->patch attention).
+            with_attention_parts: also return each block's class->patch attentions before mixing.
 
         Returns:
             dict with ``cls_tokens`` (B, K, C), ``features`` F (B, C + L_c·h·K, Hp, Wp) ordered
             [patch map; Φ layer-major, then head, then class], ``class_attn`` list of (B, h, K, N) per
-            block, and ``patch_affinity`` (B, N, N) if requested.
+            block, ``patch_affinity`` (B, N, N) if requested, and ``attention_parts`` (a list of
+            ``ClusterAttention`` part dicts, one per block) if requested.
         """
         image_size = tuple(images.shape[-2:])
         grid_size = self.grid_size(image_size)
@@ -120,10 +122,11 @@ class ClusterCAMNet(nn.Module):
         x = self.patch_embed(images)
         x = torch.cat([self.cls_token.expand(batch, -1, -1), x], dim=1)
         x = x + self._position_embedding(image_size, grid_size)
-        class_attns, phi, affinity = [], [], None
+        class_attns, phi, affinity, parts = [], [], None, []
         for block in self.blocks:
-            x, patch_attn, class_attn = block(x, grid_size)
+            x, patch_attn, class_attn, *block_parts = block(x, grid_size, with_attention_parts)
             class_attns.append(class_attn)
+            parts += block_parts
             if block.st_attn.use_clusters:
                 phi.append(class_attn)
             if with_patch_affinity:
@@ -139,6 +142,8 @@ class ClusterCAMNet(nn.Module):
         }
         if with_patch_affinity:
             out["patch_affinity"] = affinity
+        if with_attention_parts:
+            out["attention_parts"] = parts
         return out
 
     def forward(self, images, with_segmentation=True):
@@ -165,7 +170,35 @@ class ClusterCAMNet(nn.Module):
         out = self.forward_features(images, with_patch_affinity=True)
         features = out["features"]
         activation = F.relu(F.conv2d(features, self.head.weight, None, padding=1)).detach()
-        attention = sum(attn.mean(dim=1) for attn in out["class_attn"][-self.cam_last_layers:])
+        attention = self._cam_attention(out["class_attn"])
         cams = activation.flatten(2) * attention
         cams = cams @ out["patch_affinity"].transpose(1, 2)
         return cams.reshape(activation.shape)
+
+    @torch.no_grad()
+    def attention_maps(self, images):
+        """The class->patch attentions behind the CAM, for pictures: each is the head mean summed over the
+        last ``cam_last_layers`` blocks, as the CAM weights its activations (see ``forward_cams``).
+
+        Args:
+            images: (B, 3, H, W) normalised.
+
+        Returns:
+            dict of (B, K, Hp, Wp) maps: ``patch_to_class``, the MHSA attention of each class token on
+            the patches; ``cluster_to_class``, the class tokens' attention on the clusters carried to
+            the patches by the soft assignment (zero for blocks without clusters); ``mixed``, their
+            α-mix, the CAM's attention weight.
+        """
+        out = self.forward_features(images, with_attention_parts=True)
+        parts = out["attention_parts"]
+        patch_to_class = [part["patch_to_class"] for part in parts]
+        # A block without clusters contributes no cluster-guided attention.
+        cluster_to_class = [part["patch_to_class"] * 0 if part["cluster_to_class"] is None
+                            else part["cluster_to_class"] for part in parts]
+        maps = {"patch_to_class": patch_to_class, "cluster_to_class": cluster_to_class, "mixed": out["class_attn"]}
+        grid_size = self.grid_size(tuple(images.shape[-2:]))
+        return {name: self._cam_attention(attns).unflatten(-1, grid_size) for name, attns in maps.items()}
+
+    def _cam_attention(self, class_attns):
+        """Per-block (B, h, K, N) attentions -> (B, K, N): head mean summed over the last ``cam_last_layers``."""
+        return sum(attn.mean(dim=1) for attn in class_attns[-self.cam_last_layers:])

@@ -16,10 +16,14 @@ LABEL_MODE = "L"  # what the export writes and Detectron2's DatasetMapper reads 
 _SHOWN = 5  # file names quoted in an error
 
 
-def label_file_name(record: dict) -> str:
+def record_image_id(record: dict) -> str:
+    """A record's ``image_id``, else its image file name without extension."""
+    return record.get("image_id") or os.path.splitext(os.path.basename(record["file_name"]))[0]
+
+
+def label_file_name(record: dict, extension: str = ".png") -> str:
     """``<image_id>.png``: the file name of a record's exported label map (or prediction)."""
-    image_id = record.get("image_id") or os.path.splitext(os.path.basename(record["file_name"]))[0]
-    return f"{image_id}.png"
+    return f"{record_image_id(record)}{extension}"
 
 
 def export_command(images_from: str, label_dir: str) -> str:
