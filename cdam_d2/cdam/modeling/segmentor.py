@@ -137,7 +137,7 @@ class CDAMSegmentor(nn.Module):
         """
         with self._stage(STAGES[0]), self._autocast(windows.device):
             state = self.encoder.forward_to_last_block(windows)
-            features = self.encoder.first_pass(state)
+            features = self.encoder.first_pass(state, text.dataset)
         if self.use_cdam:
             with self._stage(STAGES[1]):
                 features = at_least_fp32(features)
