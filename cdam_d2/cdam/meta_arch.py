@@ -11,7 +11,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 
 from ..data.datasets.class_names import class_names_file_for
-from .modeling import CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, TextQueries, build_clip, load_templates
+from .modeling import BASES, CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, TextQueries, build_clip, load_templates
 from .modeling.full_size import full_size_predictions
 from .modeling.vocabulary import Vocabulary, parse_class_lines, read_class_names_file
 from .recipe import TRAINING_FREE, CDAMRecipe
@@ -91,6 +91,8 @@ class CDAM(nn.Module):
     def from_config(cls, cfg):
         options = cfg.MODEL.CDAM
         # Cheap checks first: building CLIP may download weights.
+        if options.BASE not in BASES:
+            raise ValueError(f"MODEL.CDAM.BASE {options.BASE!r} is not one of {BASES}")
         if options.PRECISION not in AUTOCAST_DTYPES:
             raise ValueError(f"MODEL.CDAM.PRECISION {options.PRECISION!r} is not one of {sorted(AUTOCAST_DTYPES)}")
         if options.CPU_PRECISION not in CPU_PRECISIONS:
