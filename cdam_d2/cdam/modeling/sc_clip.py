@@ -24,6 +24,8 @@ from typing import Callable, Tuple
 import torch
 import torch.nn.functional as F
 
+from .cdam_attention import at_least_fp32
+
 # Constants fixed in the release (not constructor arguments there).
 SIMILARITY_THRESHOLD = 0.4  # beta of the pre- and post-adjustment similarities
 SIMILARITY_SCALE = 3.0  # sharpening of the centred similarities in the last block's attention
@@ -50,7 +52,7 @@ def local_outlier_mask(tokens: torch.Tensor, neighbours: int = LOF_NEIGHBOURS,
     count = min(neighbours, tokens.shape[1] - 1)
     if count < 1:
         return torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-    points = tokens.float()
+    points = at_least_fp32(tokens)
     # exact differences (no |a|^2 + |b|^2 - 2ab cancellation), so near neighbours keep their order
     distances = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist").square()
     nearest, index = distances.topk(count + 1, dim=-1, largest=False)  # column 0: the token itself
