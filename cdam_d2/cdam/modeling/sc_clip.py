@@ -7,8 +7,8 @@ Per window, with h_b the output of block b (0-based), x = h_{L-2} the input of t
    percentile are replaced by the mean of their non-anomalous 8-neighbours (:func:`fill_outliers`).
 2. Pre-adjustment: S = cosine similarities of the patches of h_pre (anomalies filled the same way); the filled
    patches are averaged with the row-normalized weights S * [S >= 0.4].
-3. The last block's attention, on patch tokens only (no CLS) and without residual or FFN: per head
-   (softmax(3 (S - mean S)), entries below the mean masked) + softmax(k k^T / sqrt(d))) / 2, then ``out_proj``;
+3. The last block's attention, on patch tokens only (no CLS) and without residual or FFN: per head the mean of
+   softmax(3 (S - mean S)) (entries below the mean masked) and softmax(k k^T / sqrt(d)), then ``out_proj``;
    0.3 x the CLS token is added to every patch.
 4. Post-adjustment: the result is averaged with the thresholded, row-normalized cosine similarities of the
    (unfilled) patches of h_post.
