@@ -19,10 +19,26 @@ def add_config(cfg):
     # 99.6-99.9% equal to fp32 in bench_cdam.py). The CDAM map, and text under bf16, are fp32 on every device.
     cdam.CPU_PRECISION = "fp32"
 
-    # First-pass base variant: maskclip (released) | sclip | clearclip | gem | naclip | clip (vanilla).
+    # First-pass base variant: maskclip (released) | sclip | clearclip | gem | naclip | clip (vanilla) |
+    # sc_clip | resclip (2025 bases that read earlier blocks too; docs/BASES_2025.md).
     cdam.BASE = "maskclip"
     cdam.GEM_DEPTH = 6  # last blocks on GEM's parallel path (GEM's gem_depth=7 of 12 blocks)
-    cdam.NACLIP_SIGMA = 5.0
+    cdam.NACLIP_SIGMA = 5.0  # also ResCLIP's gaussian_std (neighbourhood bias and SFR blur)
+    # SC-CLIP (BASE "sc_clip"); layers are 0-based blocks before the last (its release's ViT-B/16 values).
+    cdam.SC_CLIP = node()
+    cdam.SC_CLIP.PRE_ADJUST_LAYER = 8
+    cdam.SC_CLIP.POST_ADJUST_LAYER = 3
+    cdam.SC_CLIP.MULTI_LEVEL_LAYERS = (3, 10)  # [start, end)
+    cdam.SC_CLIP.CLS_WEIGHT = 0.3
+    # ResCLIP (BASE "resclip"); defaults: its release's VOC21 config. Its first segmentation uses LOGIT_SCALE.
+    cdam.RESCLIP = node()
+    cdam.RESCLIP.RCS_LAYERS = (5, 9)  # [start, end), 0-based
+    cdam.RESCLIP.RCS_WEIGHTS = (2.0, 0.3)  # (tau, lambda)
+    cdam.RESCLIP.SFR_WEIGHTS = (2.2, 0.7)  # (tau, lambda)
+    cdam.RESCLIP.SFR_THRESHOLD = 0.5  # temp_thd
+    cdam.RESCLIP.SFR_PAMR_STEPS = 10
+    cdam.RESCLIP.SFR_PAMR_DILATIONS = (8, 16)
+    cdam.RESCLIP.SAME_ENTITY_DECAY = True  # delete_same_entity
     # False: the base method alone (baseline rows of the paper's table).
     cdam.USE_CDAM = True
     # "released": every base re-runs the last block with residual + FFN; "base": keep the base's block structure.
@@ -52,6 +68,12 @@ def add_config(cfg):
     cdam.ALPHA = 2.5  # 0 disables the background threshold
     cdam.THR_DEFAULT = 0.5
     cdam.THRESHOLD_SOURCE = "last_window"  # released; or "image"
+    # Background rules of the peers' protocols (configs/peers/). Declared here for the peer configs; the
+    # rules themselves come with the peer-protocol work, so this branch applies the entropy rule only.
+    cdam.BACKGROUND_RULE = "entropy"  # "entropy" | "probability" | "none"
+    cdam.PROBABILITY_THRESHOLD = 0.0
+    cdam.AREA_THRESHOLD = 0.0  # 0 = off
+    cdam.WINDOW_PADDING = "floor"  # "floor" | "pad"
     # PAMR of the merged logits at the output size, guided by the image: off as released (and in SCLIP's
     # defaults; the paper does not use it); NACLIP runs 10 steps with dilations (8, 16).
     cdam.PAMR_STEPS = 0

@@ -11,7 +11,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 
 from ..data.datasets.class_names import class_names_file_for
-from .modeling import CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, TextQueries, build_clip, load_templates
+from .modeling import BASES, CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, TextQueries, build_clip, load_templates
 from .modeling.full_size import full_size_predictions
 from .modeling.vocabulary import Vocabulary, parse_class_lines, read_class_names_file
 from .recipe import TRAINING_FREE, CDAMRecipe
@@ -21,6 +21,22 @@ logger = logging.getLogger(__name__)
 # MODEL.CDAM.PRECISION (CUDA) and CPU_PRECISION -> backbone autocast dtype (None: fp32, no autocast).
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 CPU_PRECISIONS = ("fp32", "bf16")  # fp16 matmuls are not accelerated on CPUs
+
+
+def multi_layer_base_options(options) -> Dict:
+    """Keyword arguments of the SC-CLIP / ResCLIP base classes from ``MODEL.CDAM`` ({} for other bases)."""
+    if options.BASE == "sc_clip":
+        sc_clip = options.SC_CLIP
+        return {"pre_adjust_layer": sc_clip.PRE_ADJUST_LAYER, "post_adjust_layer": sc_clip.POST_ADJUST_LAYER,
+                "multi_level_layers": tuple(sc_clip.MULTI_LEVEL_LAYERS), "cls_weight": sc_clip.CLS_WEIGHT}
+    if options.BASE == "resclip":
+        resclip = options.RESCLIP
+        return {"logit_scale": options.LOGIT_SCALE, "rcs_layers": tuple(resclip.RCS_LAYERS),
+                "rcs_weights": tuple(resclip.RCS_WEIGHTS), "sfr_weights": tuple(resclip.SFR_WEIGHTS),
+                "sfr_threshold": resclip.SFR_THRESHOLD, "sfr_pamr_steps": resclip.SFR_PAMR_STEPS,
+                "sfr_pamr_dilations": tuple(resclip.SFR_PAMR_DILATIONS),
+                "same_entity_decay": resclip.SAME_ENTITY_DECAY}
+    return {}
 
 
 @META_ARCH_REGISTRY.register()
@@ -75,6 +91,8 @@ class CDAM(nn.Module):
     def from_config(cls, cfg):
         options = cfg.MODEL.CDAM
         # Cheap checks first: building CLIP may download weights.
+        if options.BASE not in BASES:
+            raise ValueError(f"MODEL.CDAM.BASE {options.BASE!r} is not one of {BASES}")
         if options.PRECISION not in AUTOCAST_DTYPES:
             raise ValueError(f"MODEL.CDAM.PRECISION {options.PRECISION!r} is not one of {sorted(AUTOCAST_DTYPES)}")
         if options.CPU_PRECISION not in CPU_PRECISIONS:
@@ -88,7 +106,8 @@ class CDAM(nn.Module):
         clip_model, tokenizer, identity = build_clip(options.CLIP_MODEL, options.CLIP_WEIGHTS,
                                                      options.FORCE_QUICK_GELU, options.SEED)
         autocast_dtypes = {"cuda": AUTOCAST_DTYPES[options.PRECISION], "cpu": AUTOCAST_DTYPES[options.CPU_PRECISION]}
-        encoder = DenseCLIPEncoder(clip_model.visual, options.BASE, options.GEM_DEPTH, options.NACLIP_SIGMA)
+        encoder = DenseCLIPEncoder(clip_model.visual, options.BASE, options.GEM_DEPTH, options.NACLIP_SIGMA,
+                                   multi_layer_base_options(options))
         segmentor = CDAMSegmentor(
             encoder, use_cdam=options.USE_CDAM, second_pass=options.SECOND_PASS, temperature=options.TEMPERATURE,
             sharpen_temperature=options.SHARPEN_TEMPERATURE, scales=options.SCALES,

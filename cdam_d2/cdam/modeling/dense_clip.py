@@ -1,22 +1,28 @@
 """Dense (per-patch) features of an open_clip ViT with the last-block variants of the training-free
-bases (vanilla CLIP, MaskCLIP, SCLIP, ClearCLIP, GEM, NACLIP) and CDAM's second pass.
+bases (vanilla CLIP, MaskCLIP, SCLIP, ClearCLIP, GEM, NACLIP), the bases whose computation reads
+earlier blocks too (SC-CLIP, ResCLIP: ``sc_clip.py``, ``resclip.py``) and CDAM's second pass.
 
 Shapes: B images, T = N + 1 tokens (CLS first, then the g_h x g_w patch grid row-major), D = width,
 H heads of size d = D / H, E = joint embedding size.
 """
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...layers.pos_embed import resample_patch_positions
+from .resclip import ResCLIPBase
+from .sc_clip import SCCLIPBase
 
 BASE_VARIANTS = ("clip", "maskclip", "sclip", "clearclip", "gem", "naclip")
+# Bases that read blocks before the last one, each in its own module (constructed with ``base_options``).
+MULTI_LAYER_BASES = {"sc_clip": SCCLIPBase, "resclip": ResCLIPBase}
+BASES = BASE_VARIANTS + tuple(MULTI_LAYER_BASES)
 SECOND_PASS_MODES = ("released", "base")
-# Bases whose last block drops the residual and the FFN (ClearCLIP, NACLIP: "reduced" block).
-REDUCED_BASES = ("clearclip", "naclip")
+# Bases whose last block drops the residual and the FFN (ClearCLIP, NACLIP, ResCLIP: "reduced" block).
+REDUCED_BASES = ("clearclip", "naclip", "resclip")
 
 
 @dataclass
@@ -29,12 +35,14 @@ class StreamState:
         gem_tokens: (B, T, D) GEM path stream before the last block, or None for other bases.
         values: (B, T, D) the last block's values of ``tokens`` (v of ``ln_1``), kept by a first pass that
             computes them, so that the second pass does not again.
+        extras: what a multi-layer base (``MULTI_LAYER_BASES``) keeps from the earlier blocks, or None.
     """
 
     tokens: torch.Tensor
     grid: Tuple[int, int]
     gem_tokens: Optional[torch.Tensor] = None
     values: Optional[torch.Tensor] = None
+    extras: Any = None
 
 
 class DenseCLIPEncoder(nn.Module):
@@ -45,17 +53,20 @@ class DenseCLIPEncoder(nn.Module):
     an externally given attention map (CDAM second pass).
     """
 
-    def __init__(self, visual: nn.Module, base: str = "maskclip", gem_depth: int = 6, naclip_sigma: float = 5.0):
+    def __init__(self, visual: nn.Module, base: str = "maskclip", gem_depth: int = 6, naclip_sigma: float = 5.0,
+                 base_options: Optional[Mapping[str, Any]] = None):
         """
         Args:
             visual: ``open_clip`` ``VisionTransformer`` (``model.visual``).
-            base: first-pass variant, one of ``BASE_VARIANTS``.
+            base: first-pass variant, one of ``BASES``.
             gem_depth: number of last blocks on GEM's parallel path (GEM's ``gem_depth=7`` of 12 blocks = 6).
-            naclip_sigma: std of NACLIP's Gaussian neighbourhood, in patches.
+            naclip_sigma: std of NACLIP's Gaussian neighbourhood, in patches (also ResCLIP's).
+            base_options: keyword arguments of the multi-layer base's class (``MULTI_LAYER_BASES``); ignored by
+                the other bases.
         """
         super().__init__()
-        if base not in BASE_VARIANTS:
-            raise ValueError(f"MODEL.CDAM.BASE {base!r} is not one of {BASE_VARIANTS}")
+        if base not in BASES:
+            raise ValueError(f"MODEL.CDAM.BASE {base!r} is not one of {BASES}")
         blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
         if (blocks is None or not hasattr(visual, "conv1") or getattr(visual, "attn_pool", None) is not None
                 or not all(isinstance(getattr(block, "attn", None), nn.MultiheadAttention) for block in blocks)):
@@ -65,6 +76,8 @@ class DenseCLIPEncoder(nn.Module):
         self.base = base
         self.gem_depth = max(1, min(gem_depth, len(blocks)))
         self.naclip_sigma = naclip_sigma
+        self.multi_layer = (MULTI_LAYER_BASES[base](len(blocks), **(base_options or {}))
+                            if base in MULTI_LAYER_BASES else None)
         self._positions_by_grid, self._positions_source = {}, None
 
     @property
@@ -204,8 +217,12 @@ class DenseCLIPEncoder(nn.Module):
 
     # ---- passes ------------------------------------------------------------------------------------------
     def forward_to_last_block(self, images: torch.Tensor) -> StreamState:
-        """Run blocks 1..L-1 once (and GEM's parallel path when ``base == "gem"``)."""
+        """Run blocks 1..L-1 once (and GEM's parallel path when ``base == "gem"``; a multi-layer base keeps what
+        it needs of them in ``extras``)."""
         tokens, grid = self.embed(images)
+        if self.multi_layer is not None:
+            tokens, extras = self.multi_layer.run_blocks(self, tokens, grid, images)
+            return StreamState(tokens, grid, extras=extras)
         gem_start = len(self.blocks) - self.gem_depth
         gem_tokens = None
         for index, block in enumerate(self.blocks[:-1]):
@@ -218,17 +235,24 @@ class DenseCLIPEncoder(nn.Module):
             gem_tokens = tokens
         return StreamState(tokens, grid, gem_tokens)
 
-    def project(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, N, E) unit-norm patch features: ``ln_post``, ``proj``, normalize, drop CLS."""
+    def project(self, tokens: torch.Tensor, drop_cls: bool = True) -> torch.Tensor:
+        """(B, T, D) -> (B, N, E) unit-norm patch features: ``ln_post``, ``proj``, normalize, drop CLS (tokens
+        without CLS, (B, N, D), with ``drop_cls=False``)."""
         features = self.visual.ln_post(tokens)
         if self.visual.proj is not None:
             features = features @ self.visual.proj
-        return F.normalize(features[:, 1:], dim=-1)
+        return F.normalize(features[:, 1:] if drop_cls else features, dim=-1)
 
-    def first_pass(self, state: StreamState) -> torch.Tensor:
+    def first_pass(self, state: StreamState, queries: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Base-variant last block -> (B, N, E) patch features; "maskclip", the release's first pass, is identity
-        attention (the value path) with the residual and FFN kept."""
+        attention (the value path) with the residual and FFN kept.
+
+        Args:
+            queries: (Q_D, E) unit dataset queries, for a base that segments the window first (ResCLIP).
+        """
         block, tokens = self.blocks[-1], state.tokens
+        if self.multi_layer is not None:
+            return self.multi_layer.first_pass(self, state, queries)
         if self.base == "clip":
             return self.project(self._run_block(block, tokens))
         if self.base == "maskclip":
@@ -267,11 +291,16 @@ class DenseCLIPEncoder(nn.Module):
             patch_attention: (B, N, N) map W; the full (T, T) map has a zero CLS row and column, so the CLS
                 token receives only the ``out_proj`` bias. It is applied as one GEMM on the D-dim values.
             mode: "released" keeps residual and FFN on the original stream for every base (the release has only
-                the MaskCLIP base, whose block keeps both); "base" keeps the base's own block structure (no
-                residual or FFN for ClearCLIP and NACLIP, GEM's own path for GEM).
+                the MaskCLIP base, whose block keeps both), SC-CLIP and ResCLIP included (their first pass then
+                only shapes the map); "base" keeps the base's own block structure: no residual or FFN for
+                ClearCLIP and NACLIP, GEM's own path for GEM, ResCLIP's reduced block with the map in place of
+                its whole attention (RCS and SFR included), SC-CLIP's two calibrated paths with the map as their
+                attention (``SCCLIPBase.second_pass``).
         """
         if mode not in SECOND_PASS_MODES:
             raise ValueError(f"MODEL.CDAM.SECOND_PASS {mode!r} is not one of {SECOND_PASS_MODES}")
+        if mode == "base" and self.base == "sc_clip":  # SC-CLIP's last block runs on two paths
+            return self.multi_layer.second_pass(self, state, patch_attention)
         block, tokens = self.blocks[-1], state.tokens
         values = state.values if state.values is not None else self._value(block, block.ln_1(tokens))
         patch_values = torch.bmm(patch_attention.to(values.dtype), values[:, 1:])

@@ -135,7 +135,7 @@ class CDAMSegmentor(nn.Module):
         CDAM map W (B, N, N) (None unless ``with_map``, default ``use_cdam``)."""
         with self._stage(STAGES[0]), self._autocast(windows.device):
             state = self.encoder.forward_to_last_block(windows)
-            features = self.encoder.first_pass(state)
+            features = self.encoder.first_pass(state, text.dataset)
         weights = None
         if self.use_cdam if with_map is None else with_map:
             with self._stage(STAGES[1]):
