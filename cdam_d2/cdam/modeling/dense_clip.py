@@ -10,12 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...layers.pos_embed import resample_patch_positions
+from ...layers.pos_embed import POS_EMBED_RESAMPLINGS, resample_patch_positions
 
 BASE_VARIANTS = ("clip", "maskclip", "sclip", "clearclip", "gem", "naclip")
 SECOND_PASS_MODES = ("released", "base")
-# Bases whose last block drops the residual and the FFN (ClearCLIP, NACLIP: "reduced" block).
+# Structure of the last block: "full" keeps the residual around the attention (and the FFN; GEM's path has
+# none), "reduced" keeps the attention output alone; "auto" is the base's own (reduced: REDUCED_BASES).
+LAST_BLOCKS = ("auto", "full", "reduced")
+# Bases whose released last block drops the residual and the FFN (ClearCLIP, NACLIP: "reduced" block).
 REDUCED_BASES = ("clearclip", "naclip")
+# Position-embedding resampling of each base's release when it is not the scale-factor rule.
+BASE_POS_EMBED_RESAMPLING = {"gem": "size_antialias"}
 
 
 @dataclass
@@ -44,17 +49,29 @@ class DenseCLIPEncoder(nn.Module):
     an externally given attention map (CDAM second pass).
     """
 
-    def __init__(self, visual: nn.Module, base: str = "maskclip", gem_depth: int = 6, naclip_sigma: float = 5.0):
+    def __init__(self, visual: nn.Module, base: str = "maskclip", gem_depth: int = 6, naclip_sigma: float = 5.0,
+                 last_block: str = "auto", pos_embed_resampling: str = "auto"):
         """
         Args:
             visual: ``open_clip`` ``VisionTransformer`` (``model.visual``).
             base: first-pass variant, one of ``BASE_VARIANTS``.
             gem_depth: number of last blocks on GEM's parallel path (GEM's ``gem_depth=7`` of 12 blocks = 6).
             naclip_sigma: std of NACLIP's Gaussian neighbourhood, in patches.
+            last_block: one of ``LAST_BLOCKS``; "reduced" is ClearCLIP's ``ignore_residual=True`` for any base
+                (for GEM: the path keeps only its last block's attention output).
+            pos_embed_resampling: "auto" (the base's release: GEM "size_antialias", the others
+                "scale_factor") or one of ``POS_EMBED_RESAMPLINGS``.
         """
         super().__init__()
         if base not in BASE_VARIANTS:
             raise ValueError(f"MODEL.CDAM.BASE {base!r} is not one of {BASE_VARIANTS}")
+        if last_block not in LAST_BLOCKS:
+            raise ValueError(f"MODEL.CDAM.LAST_BLOCK {last_block!r} is not one of {LAST_BLOCKS}")
+        if pos_embed_resampling == "auto":
+            pos_embed_resampling = BASE_POS_EMBED_RESAMPLING.get(base, "scale_factor")
+        if pos_embed_resampling not in POS_EMBED_RESAMPLINGS:
+            raise ValueError(f"MODEL.CDAM.POS_EMBED_RESAMPLING {pos_embed_resampling!r} is not 'auto' or one of "
+                             f"{POS_EMBED_RESAMPLINGS}")
         blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
         if (blocks is None or not hasattr(visual, "conv1") or getattr(visual, "attn_pool", None) is not None
                 or not all(isinstance(getattr(block, "attn", None), nn.MultiheadAttention) for block in blocks)):
@@ -64,6 +81,8 @@ class DenseCLIPEncoder(nn.Module):
         self.base = base
         self.gem_depth = max(1, min(gem_depth, len(blocks)))
         self.naclip_sigma = naclip_sigma
+        self.reduced = base in REDUCED_BASES if last_block == "auto" else last_block == "reduced"
+        self.pos_embed_resampling = pos_embed_resampling
         self._positions_by_grid, self._positions_source = {}, None
 
     @property
@@ -87,8 +106,9 @@ class DenseCLIPEncoder(nn.Module):
         return grid
 
     def positional_embedding(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """(T, D) positional embedding for ``grid``: bicubic resize of the patch rows with the "+0.1" scale
-        factors (spec §1.3); the CLS row is unchanged and the trained grid returns the table itself."""
+        """(T, D) positional embedding for ``grid``: bicubic resize of the patch rows by the encoder's
+        resampling rule (``resample_patch_positions``); the CLS row is unchanged and the trained grid returns
+        the table itself."""
         table = self.visual.positional_embedding
         trained_grid = tuple(self.visual.grid_size)
         if tuple(grid) == trained_grid:
@@ -100,7 +120,7 @@ class DenseCLIPEncoder(nn.Module):
             self._positions_by_grid, self._positions_source = {}, source
         grid = tuple(grid)
         if grid not in self._positions_by_grid:
-            resized = resample_patch_positions(table[1:].detach(), trained_grid, grid)
+            resized = resample_patch_positions(table[1:].detach(), trained_grid, grid, self.pos_embed_resampling)
             self._positions_by_grid[grid] = torch.cat([table[:1].detach(), resized])
         return self._positions_by_grid[grid]
 
@@ -183,17 +203,19 @@ class DenseCLIPEncoder(nn.Module):
 
     # ---- passes ------------------------------------------------------------------------------------------
     def forward_to_last_block(self, images: torch.Tensor) -> StreamState:
-        """Run blocks 1..L-1 once (and GEM's parallel path when ``base == "gem"``)."""
+        """Run blocks 1..L-1 once (and GEM's parallel path when ``base == "gem"`` and the last block is full:
+        a reduced GEM path keeps only its last block's output)."""
         tokens, grid = self.embed(images)
+        with_gem_path = self.base == "gem" and not self.reduced
         gem_start = len(self.blocks) - self.gem_depth
         gem_tokens = None
         for index, block in enumerate(self.blocks[:-1]):
-            if self.base == "gem" and index == gem_start:
+            if with_gem_path and index == gem_start:
                 gem_tokens = tokens  # the GEM path starts from the input of its first block
             if gem_tokens is not None:
                 gem_tokens = gem_tokens + self._gem_attention(block, tokens)
             tokens = self._run_block(block, tokens)
-        if self.base == "gem" and gem_tokens is None:  # gem_depth 1: the path is the last block only
+        if with_gem_path and gem_tokens is None:  # gem_depth 1: the path is the last block only
             gem_tokens = tokens
         return StreamState(tokens, grid, gem_tokens)
 
@@ -205,30 +227,50 @@ class DenseCLIPEncoder(nn.Module):
         return F.normalize(features[:, 1:], dim=-1)
 
     def first_pass(self, state: StreamState) -> torch.Tensor:
-        """Base-variant last block -> (B, N, E) patch features (spec §1.3 and §6.1)."""
+        """Base-variant last block -> (B, N, E) patch features (spec §1.3 and §6.1), with the residual and FFN
+        of the base's release or of ``last_block``."""
         block, tokens = self.blocks[-1], state.tokens
-        if self.base == "clip":
+        if self.base == "clip" and not self.reduced:
             return self.project(self._run_block(block, tokens))
-        if self.base == "maskclip":
-            state.values = self._value(block, block.ln_1(tokens))
-            attn_out = self._out_proj(block, state.values)  # identity attention
-            return self.project(self._attn_residual_ffn(block, tokens, attn_out))
+        attn_out = self._last_attention(block, state)
+        if self.reduced:
+            return self.project(attn_out)
         if self.base == "gem":
-            return self.project(state.gem_tokens + self._gem_attention(block, tokens))
-        q, k, v = self._qkv(block, block.ln_1(tokens))
+            return self.project(state.gem_tokens + attn_out)
+        return self.project(self._attn_residual_ffn(block, tokens, attn_out))
+
+    def _last_attention(self, block: nn.Module, state: StreamState) -> torch.Tensor:
+        """(B, T, D) output of the last block's attention (after ``out_proj``) under the base's attention rule;
+        keeps the block's values in ``state.values`` for the second pass."""
+        if self.base == "gem":
+            return self._gem_attention(block, state.tokens)
+        normed = block.ln_1(state.tokens)
+        if self.base == "maskclip":  # identity attention: the values alone
+            state.values = self._value(block, normed)
+            return self._out_proj(block, state.values)
+        q, k, v = self._qkv(block, normed)
         state.values = self._merge_heads(v)
+        return self._out_proj(block, self._merge_heads(_ATTENTION_RULES[self.base](self, q, k, v, state.grid)))
+
+    def _softmax_attention(self, q, k, v, grid) -> torch.Tensor:
+        """CLIP's own softmax(q k^T / sqrt(d)) v (ClearCLIP's "vanilla")."""
+        return F.scaled_dot_product_attention(q, k, v)
+
+    def _correlative_attention(self, q, k, v, grid) -> torch.Tensor:
+        """SCLIP: (softmax(q q^T / sqrt(d)) + softmax(k k^T / sqrt(d))) v."""
         scale = q.shape[-1] ** -0.5
-        if self.base == "sclip":
-            weights = (torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
-                       + torch.softmax(scale * k @ k.transpose(-2, -1), dim=-1))
-            attn_out = self._out_proj(block, self._merge_heads(weights @ v))
-            return self.project(self._attn_residual_ffn(block, tokens, attn_out))
-        if self.base == "clearclip":
-            weights = torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
-        else:  # naclip
-            logits = scale * k @ k.transpose(-2, -1)
-            weights = torch.softmax(logits + self._neighbourhood_bias(state.grid, logits.device, logits.dtype), -1)
-        return self.project(self._out_proj(block, self._merge_heads(weights @ v)))
+        weights = (torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
+                   + torch.softmax(scale * k @ k.transpose(-2, -1), dim=-1))
+        return weights @ v
+
+    def _query_query_attention(self, q, k, v, grid) -> torch.Tensor:
+        """ClearCLIP: softmax(q q^T / sqrt(d)) v."""
+        return torch.softmax(q.shape[-1] ** -0.5 * q @ q.transpose(-2, -1), dim=-1) @ v
+
+    def _neighbourhood_attention(self, q, k, v, grid) -> torch.Tensor:
+        """NACLIP: softmax(k k^T / sqrt(d) + Gaussian neighbourhood bias) v."""
+        logits = k.shape[-1] ** -0.5 * k @ k.transpose(-2, -1)
+        return torch.softmax(logits + self._neighbourhood_bias(grid, logits.device, logits.dtype), -1) @ v
 
     def second_pass(self, state: StreamState, patch_attention: torch.Tensor, mode: str = "released") -> torch.Tensor:
         """Last block with a given patch-to-patch attention map shared by all heads -> (B, N, E) features.
@@ -246,8 +288,18 @@ class DenseCLIPEncoder(nn.Module):
         patch_values = torch.bmm(patch_attention.to(values.dtype), values[:, 1:])
         attended = torch.cat([torch.zeros_like(values[:, :1]), patch_values], dim=1)
         attn_out = self._out_proj(block, attended)
-        if mode == "base" and self.base in REDUCED_BASES:
+        if mode == "base" and self.reduced:
             return self.project(attn_out)
         if mode == "base" and self.base == "gem":
             return self.project(state.gem_tokens + attn_out)
         return self.project(self._attn_residual_ffn(block, tokens, attn_out))
+
+
+# Last-block attention of the bases that attend with q, k, v: (encoder, q, k, v, grid) -> (B, H, T, d) attended
+# values, q, k, v of shape (B, H, T, d). MaskCLIP (identity) and GEM (a parallel path) are handled apart.
+_ATTENTION_RULES = {
+    "clip": DenseCLIPEncoder._softmax_attention,
+    "sclip": DenseCLIPEncoder._correlative_attention,
+    "clearclip": DenseCLIPEncoder._query_query_attention,
+    "naclip": DenseCLIPEncoder._neighbourhood_attention,
+}
