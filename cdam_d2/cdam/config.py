@@ -52,7 +52,7 @@ def add_config(cfg):
     # (CPU 2**20, CUDA 2**26).
     cdam.JS_CHUNK_ELEMENTS = 0
 
-    # Prediction and background (spec §4). Pixels whose best class probability is below the image's threshold
+    # Prediction and background. Pixels whose best class probability is below the image's threshold
     # get class 0. BACKGROUND_RULE: "entropy" (CDAM: thr = ALPHA * THR_DEFAULT / H_center of the patch
     # entropies at ENTROPY_SCALE, from THRESHOLD_SOURCE), "fixed" (thr = BACKGROUND_THRESHOLD: the peers'
     # prob_thd) or "none".

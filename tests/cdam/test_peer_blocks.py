@@ -202,10 +202,9 @@ class TestWindows(unittest.TestCase):
     def test_padded_window_is_cropped_back(self):
         image = torch.randn(3, 45, 70, generator=torch.Generator().manual_seed(4))
         padded_merge, segmentor = self.merged(image, crop=96, stride=48, pad_windows=True)
-        left, right, top, bottom = 1, 1, 1, 2  # 45 x 70 -> 48 x 80, half each side, the odd pixel last
-        padded = F.pad(image, (5, 5, top, 2))
+        # 45 x 70 -> 48 x 80: 3 rows (1 on top, the odd one at the bottom) and 10 columns (5 each side)
         self.assertEqual(patch_padding(45, 70, (16, 16)), (5, 5, 1, 2))
-        logits = self.window_logits_by_hand(segmentor, padded)
+        logits = self.window_logits_by_hand(segmentor, F.pad(image, (5, 5, 1, 2)))
         expected = F.interpolate(logits[None], size=(48, 80), mode="bilinear")[0, :, 1:46, 5:75]
         torch.testing.assert_close(padded_merge, expected, rtol=0, atol=1e-5)
         floored, _ = self.merged(image, crop=96, stride=48)  # default: the patch conv drops the remainder

@@ -227,8 +227,8 @@ class DenseCLIPEncoder(nn.Module):
         return F.normalize(features[:, 1:], dim=-1)
 
     def first_pass(self, state: StreamState) -> torch.Tensor:
-        """Base-variant last block -> (B, N, E) patch features (spec §1.3 and §6.1), with the residual and FFN
-        of the base's release or of ``last_block``."""
+        """Base-variant last block -> (B, N, E) patch features, with the residual and FFN of the base's release
+        or of ``last_block``."""
         block, tokens = self.blocks[-1], state.tokens
         if self.base == "clip" and not self.reduced:
             return self.project(self._run_block(block, tokens))

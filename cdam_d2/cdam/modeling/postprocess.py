@@ -1,4 +1,4 @@
-"""Per-image post-processing (spec §4): probabilities, synonyms, the background rules and the area rule.
+"""Per-image post-processing: probabilities, synonyms, the background rules and the area rule.
 
 Background rules (pixels whose best class probability is below a threshold get class 0):
 "entropy": CDAM's threshold from the windows' patch entropies; "fixed": one given threshold (the peers'

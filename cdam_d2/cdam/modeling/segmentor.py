@@ -203,7 +203,7 @@ class CDAMSegmentor(nn.Module):
 
     def postprocess(self, merged: torch.Tensor, threshold: float, image: torch.Tensor,
                     output_size: Tuple[int, int], text: TextQueries) -> SegmentationResult:
-        """Resize to the output size, PAMR, probabilities, the area rule and the background rule (spec §4).
+        """Resize to the output size, PAMR, probabilities, the area rule and the background rule.
 
         Args:
             merged: (Q_D, H1, W1) window-merged cosine logits of ``image`` (3, H1, W1); threshold: its
