@@ -14,6 +14,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["cdam_d2", "cdam_d2.*"]),
+    # class-name files, and the training-free peers' own name files (unchanged) under peers/<peer>/
     package_data={"cdam_d2": ["data/class_names/*.txt", "data/class_names/peers/*/*.txt"]},
     install_requires=[
         "numpy",

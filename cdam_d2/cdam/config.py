@@ -24,6 +24,14 @@ def add_config(cfg):
     cdam.BASE = "maskclip"
     cdam.GEM_DEPTH = 6  # last blocks on GEM's parallel path (GEM's gem_depth=7 of 12 blocks)
     cdam.NACLIP_SIGMA = 5.0  # also ResCLIP's gaussian_std (neighbourhood bias and SFR blur)
+    # First-pass last block: "auto" (the base's release: clearclip and naclip reduced, the others full), "full"
+    # (residual around the attention, and the FFN; GEM's path has none) or "reduced" (the attention output
+    # alone: ClearCLIP's ignore_residual=True, NACLIP's arch="reduced"; for gem the path's last block alone).
+    cdam.LAST_BLOCK = "auto"
+    # Position-embedding resampling for windows off the trained grid: "auto" (the base's release: gem
+    # "size_antialias", the others "scale_factor"), "scale_factor" (bicubic with the "+0.1" scale factors of
+    # SCLIP/CDAM/ClearCLIP/NACLIP) or "size_antialias" (bicubic to the grid size with antialias, GEM's).
+    cdam.POS_EMBED_RESAMPLING = "auto"
     # SC-CLIP (BASE "sc_clip"); layers are 0-based blocks before the last (its release's ViT-B/16 values).
     cdam.SC_CLIP = node()
     cdam.SC_CLIP.PRE_ADJUST_LAYER = 8
@@ -61,25 +69,31 @@ def add_config(cfg):
     # (CPU 2**20, CUDA 2**26).
     cdam.JS_CHUNK_ELEMENTS = 0
 
-    # Prediction: softmax of LOGIT_SCALE x cosines; background where the top probability < ALPHA x THR_DEFAULT / the
-    # midpoint of the entropy range (bits, of softmax(ENTROPY_SCALE x cosines) over the patches of a window).
+    # Prediction and background. Pixels whose best class probability is below the image's threshold
+    # get class 0. BACKGROUND_RULE: "entropy" (CDAM: thr = ALPHA * THR_DEFAULT / H_center of the patch
+    # entropies at ENTROPY_SCALE, from THRESHOLD_SOURCE), "fixed" (thr = BACKGROUND_THRESHOLD: the peers'
+    # prob_thd) or "none".
     cdam.LOGIT_SCALE = 50.0
+    cdam.BACKGROUND_RULE = "entropy"
     cdam.ENTROPY_SCALE = 50.0
-    cdam.ALPHA = 2.5  # 0 disables the background threshold
+    cdam.ALPHA = 2.5  # 0 disables the entropy threshold
     cdam.THR_DEFAULT = 0.5
     cdam.THRESHOLD_SOURCE = "last_window"  # released; or "image"
-    # Background rules of the peers' protocols (configs/peers/). Declared here for the peer configs; the
-    # rules themselves come with the peer-protocol work, so this branch applies the entropy rule only.
-    cdam.BACKGROUND_RULE = "entropy"  # "entropy" | "probability" | "none"
-    cdam.PROBABILITY_THRESHOLD = 0.0
-    cdam.AREA_THRESHOLD = 0.0  # 0 = off
-    cdam.WINDOW_PADDING = "floor"  # "floor" | "pad"
-    # PAMR of the merged logits at the output size, guided by the image: off as released (and in SCLIP's
-    # defaults; the paper does not use it); NACLIP runs 10 steps with dilations (8, 16).
+    cdam.BACKGROUND_THRESHOLD = 0.0
+    # SCLIP's area rule (its area_thd), before the background rule: a class >= 1 whose predicted area is not
+    # above AREA_THRESHOLD x the area predicted as classes >= 1 gets probability 0, and pixels are argmaxed
+    # again. 0 = off.
+    cdam.AREA_THRESHOLD = 0.0
+    # PAMR of the merged logits at the output size, guided by the image: off as released (and in
+    # SCLIP's defaults; the paper does not use it); NACLIP runs 10 steps with dilations (8, 16).
     cdam.PAMR_STEPS = 0
     cdam.PAMR_DILATIONS = (8, 16)
 
-    # Sliding windows on the resized image (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST give the resize).
+    # Sliding windows on the resized image (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST give the resize); SLIDE_CROP 0:
+    # the whole image as one window (the peers' slide_crop=0).
     cdam.SLIDE_CROP = 448
     cdam.SLIDE_STRIDE = 224
+    # True: zero-pad each window to multiples of the patch size (ClearCLIP); False: the patch convolution
+    # drops the remainder (released).
+    cdam.PAD_WINDOWS = False
     cdam.WINDOW_BATCH = 0  # windows per forward; 0 = all windows of an image in one batch

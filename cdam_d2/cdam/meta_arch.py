@@ -45,7 +45,7 @@ class CDAM(nn.Module):
 
     Input records: ``image`` (uint8 CHW RGB, resized by ``CDAMTestMapper``), ``height``/``width`` (original
     size), ``meta`` = {"dataset_name": name}. Output: ``[{"sem_seg": Tensor[C, height, width]}]`` whose argmax
-    is the final prediction (entropy background threshold included).
+    is the final prediction (area and background rules included).
 
     The vocabulary of a dataset is its class-name file (``class_names_file_for``: metadata
     ``class_names_file`` or the file shipped for a Detectron2 builtin dataset), else its ``stuff_classes``
@@ -107,7 +107,7 @@ class CDAM(nn.Module):
                                                      options.FORCE_QUICK_GELU, options.SEED)
         autocast_dtypes = {"cuda": AUTOCAST_DTYPES[options.PRECISION], "cpu": AUTOCAST_DTYPES[options.CPU_PRECISION]}
         encoder = DenseCLIPEncoder(clip_model.visual, options.BASE, options.GEM_DEPTH, options.NACLIP_SIGMA,
-                                   multi_layer_base_options(options))
+                                   options.LAST_BLOCK, options.POS_EMBED_RESAMPLING, multi_layer_base_options(options))
         segmentor = CDAMSegmentor(
             encoder, use_cdam=options.USE_CDAM, second_pass=options.SECOND_PASS, temperature=options.TEMPERATURE,
             sharpen_temperature=options.SHARPEN_TEMPERATURE, scales=options.SCALES,
@@ -115,8 +115,9 @@ class CDAM(nn.Module):
             entropy_scale=options.ENTROPY_SCALE, alpha=options.ALPHA, threshold_default=options.THR_DEFAULT,
             threshold_source=options.THRESHOLD_SOURCE, crop=options.SLIDE_CROP, stride=options.SLIDE_STRIDE,
             window_batch=options.WINDOW_BATCH, chunk_elements=options.JS_CHUNK_ELEMENTS,
-            autocast_dtypes=autocast_dtypes,
-            pamr_steps=options.PAMR_STEPS, pamr_dilations=options.PAMR_DILATIONS)
+            autocast_dtypes=autocast_dtypes, pamr_steps=options.PAMR_STEPS, pamr_dilations=options.PAMR_DILATIONS,
+            background_rule=options.BACKGROUND_RULE, fixed_threshold=options.BACKGROUND_THRESHOLD,
+            area_threshold=options.AREA_THRESHOLD, pad_windows=options.PAD_WINDOWS)
         text_embedder = TextEmbedder(clip_model, tokenizer, identity,
                                      load_templates(options.TEMPLATES), options.TEXT_CACHE_DIR)
         use_atp = options.USE_ATP and options.USE_CDAM
@@ -220,7 +221,8 @@ class CDAM(nn.Module):
             labels = result.scores.argmax(dim=0).int().cpu()
             return labels, result.probabilities.float().cpu() if with_probabilities else None
         return full_size_predictions(merged, (height, width), queries.query_to_class, queries.num_classes,
-                                     self.segmentor.logit_scale, threshold, with_probabilities)
+                                     self.segmentor.logit_scale, threshold, with_probabilities,
+                                     area_threshold=self.segmentor.area_threshold)
 
     def forward(self, batched_inputs: List[dict]) -> List[Dict[str, torch.Tensor]]:
         if self.training:

@@ -24,9 +24,10 @@ class CDAMPredictor(SegmentationPredictor):
 
     The vocabulary is a string (``"background; cat; dog, puppy"``: ';' separates classes, ',' synonyms whose
     best probability is the class's), a list of class strings, or None for a registered dataset's classes
-    (``dataset``, default DATASETS.TEST[0]). With the background threshold on (MODEL.CDAM.ALPHA > 0), pixels
-    whose best probability is below it go to the FIRST class: start a custom vocabulary with a background-like
-    class, or pass ``opts=["MODEL.CDAM.ALPHA", "0.0"]``.
+    (``dataset``, default DATASETS.TEST[0]). With a background rule on (MODEL.CDAM.BACKGROUND_RULE "entropy"
+    with ALPHA > 0, or "fixed"), pixels whose best probability is below the threshold go to the FIRST class, and
+    the area rule (AREA_THRESHOLD > 0) never removes it: start a custom vocabulary with a background-like
+    class, or pass ``opts=["MODEL.CDAM.BACKGROUND_RULE", "none"]``.
     """
 
     META_ARCHITECTURE = "CDAM"

@@ -340,7 +340,7 @@ class TestPeerConfigs(unittest.TestCase):
                     benchmark = load_cfg(os.path.join(REPO, "configs", f"cdam_{dataset}.yaml"))[0]
                     self.assertEqual((alone.MODEL.CDAM.BASE, alone.MODEL.CDAM.USE_CDAM), (peer, False))
                     self.assertEqual(alone.DATASETS.TEST, benchmark.DATASETS.TEST)
-                    self.assertIn(alone.MODEL.CDAM.BACKGROUND_RULE, ("probability", "none"))
+                    self.assertIn(alone.MODEL.CDAM.BACKGROUND_RULE, ("fixed", "none"))
                     # the peer's names: as many classes as the benchmark's vocabulary
                     self.assertEqual(read_class_names_file(alone.MODEL.CDAM.CLASS_NAMES_FILE).num_classes,
                                      read_class_names_file(f"{benchmark_names(dataset)}.txt").num_classes)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...layers.pos_embed import resample_patch_positions
+from ...layers.pos_embed import POS_EMBED_RESAMPLINGS, resample_patch_positions
 from .resclip import ResCLIPBase
 from .sc_clip import SCCLIPBase
 
@@ -21,8 +21,14 @@ BASE_VARIANTS = ("clip", "maskclip", "sclip", "clearclip", "gem", "naclip")
 MULTI_LAYER_BASES = {"sc_clip": SCCLIPBase, "resclip": ResCLIPBase}
 BASES = BASE_VARIANTS + tuple(MULTI_LAYER_BASES)
 SECOND_PASS_MODES = ("released", "base")
-# Bases whose last block drops the residual and the FFN (ClearCLIP, NACLIP, ResCLIP: "reduced" block).
+# Structure of the last block: "full" keeps the residual around the attention (and the FFN; GEM's path has
+# none), "reduced" keeps the attention output alone; "auto" is the base's own (reduced: REDUCED_BASES).
+LAST_BLOCKS = ("auto", "full", "reduced")
+# Bases whose released last block drops the residual and the FFN (ClearCLIP, NACLIP, ResCLIP: "reduced"
+# block; ResCLIP's first pass is its own module, the reduced block shapes its "base" second pass).
 REDUCED_BASES = ("clearclip", "naclip", "resclip")
+# Position-embedding resampling of each base's release when it is not the scale-factor rule.
+BASE_POS_EMBED_RESAMPLING = {"gem": "size_antialias"}
 
 
 @dataclass
@@ -54,6 +60,7 @@ class DenseCLIPEncoder(nn.Module):
     """
 
     def __init__(self, visual: nn.Module, base: str = "maskclip", gem_depth: int = 6, naclip_sigma: float = 5.0,
+                 last_block: str = "auto", pos_embed_resampling: str = "auto",
                  base_options: Optional[Mapping[str, Any]] = None):
         """
         Args:
@@ -61,12 +68,26 @@ class DenseCLIPEncoder(nn.Module):
             base: first-pass variant, one of ``BASES``.
             gem_depth: number of last blocks on GEM's parallel path (GEM's ``gem_depth=7`` of 12 blocks = 6).
             naclip_sigma: std of NACLIP's Gaussian neighbourhood, in patches (also ResCLIP's).
+            last_block: one of ``LAST_BLOCKS``; "reduced" is ClearCLIP's ``ignore_residual=True`` for any base
+                (for GEM: the path keeps only its last block's attention output).
+            pos_embed_resampling: "auto" (the base's release: GEM "size_antialias", the others
+                "scale_factor") or one of ``POS_EMBED_RESAMPLINGS``.
             base_options: keyword arguments of the multi-layer base's class (``MULTI_LAYER_BASES``); ignored by
                 the other bases.
         """
         super().__init__()
         if base not in BASES:
             raise ValueError(f"MODEL.CDAM.BASE {base!r} is not one of {BASES}")
+        if last_block not in LAST_BLOCKS:
+            raise ValueError(f"MODEL.CDAM.LAST_BLOCK {last_block!r} is not one of {LAST_BLOCKS}")
+        if base in MULTI_LAYER_BASES and last_block != "auto":
+            raise ValueError(f"MODEL.CDAM.LAST_BLOCK {last_block!r}: base {base!r} defines its own last block; "
+                             "leave LAST_BLOCK 'auto'")
+        if pos_embed_resampling == "auto":
+            pos_embed_resampling = BASE_POS_EMBED_RESAMPLING.get(base, "scale_factor")
+        if pos_embed_resampling not in POS_EMBED_RESAMPLINGS:
+            raise ValueError(f"MODEL.CDAM.POS_EMBED_RESAMPLING {pos_embed_resampling!r} is not 'auto' or one of "
+                             f"{POS_EMBED_RESAMPLINGS}")
         blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
         if (blocks is None or not hasattr(visual, "conv1") or getattr(visual, "attn_pool", None) is not None
                 or not all(isinstance(getattr(block, "attn", None), nn.MultiheadAttention) for block in blocks)):
@@ -76,6 +97,8 @@ class DenseCLIPEncoder(nn.Module):
         self.base = base
         self.gem_depth = max(1, min(gem_depth, len(blocks)))
         self.naclip_sigma = naclip_sigma
+        self.reduced = base in REDUCED_BASES if last_block == "auto" else last_block == "reduced"
+        self.pos_embed_resampling = pos_embed_resampling
         self.multi_layer = (MULTI_LAYER_BASES[base](len(blocks), **(base_options or {}))
                             if base in MULTI_LAYER_BASES else None)
         self._positions_by_grid, self._positions_source = {}, None
@@ -101,9 +124,9 @@ class DenseCLIPEncoder(nn.Module):
         return grid
 
     def positional_embedding(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """(T, D) positional embedding for ``grid``: bicubic resize of the patch rows with the released
-        "+0.1" scale factors (not a target size); the CLS row is unchanged and the trained grid returns the table
-        itself."""
+        """(T, D) positional embedding for ``grid``: bicubic resize of the patch rows by the encoder's
+        resampling rule (``resample_patch_positions``); the CLS row is unchanged and the trained grid returns
+        the table itself."""
         table = self.visual.positional_embedding
         trained_grid = tuple(self.visual.grid_size)
         if tuple(grid) == trained_grid:
@@ -115,7 +138,7 @@ class DenseCLIPEncoder(nn.Module):
             self._positions_by_grid, self._positions_source = {}, source
         grid = tuple(grid)
         if grid not in self._positions_by_grid:
-            resized = resample_patch_positions(table[1:].detach(), trained_grid, grid)
+            resized = resample_patch_positions(table[1:].detach(), trained_grid, grid, self.pos_embed_resampling)
             self._positions_by_grid[grid] = torch.cat([table[:1].detach(), resized])
         return self._positions_by_grid[grid]
 
@@ -200,38 +223,25 @@ class DenseCLIPEncoder(nn.Module):
         weights, v = self._gem_weights(block, tokens)
         return self._out_proj(block, self._merge_heads(weights @ v))
 
-    def _attention_weights(self, q: torch.Tensor, k: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        """(B, H, T, T) last-block attention weights of the clip, sclip, clearclip and naclip bases."""
-        scale = q.shape[-1] ** -0.5
-        if self.base == "clip":
-            return torch.softmax(scale * q @ k.transpose(-2, -1), dim=-1)
-        if self.base == "sclip":
-            return (torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
-                    + torch.softmax(scale * k @ k.transpose(-2, -1), dim=-1))
-        if self.base == "clearclip":
-            return torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
-        if self.base == "naclip":
-            logits = scale * k @ k.transpose(-2, -1)
-            return torch.softmax(logits + self._neighbourhood_bias(grid, logits.device, logits.dtype), -1)
-        raise ValueError(f"base {self.base!r} has no query/key attention")
-
     # ---- passes ------------------------------------------------------------------------------------------
     def forward_to_last_block(self, images: torch.Tensor) -> StreamState:
-        """Run blocks 1..L-1 once (and GEM's parallel path when ``base == "gem"``; a multi-layer base keeps what
-        it needs of them in ``extras``)."""
+        """Run blocks 1..L-1 once (and GEM's parallel path when ``base == "gem"`` and the last block is full:
+        a reduced GEM path keeps only its last block's output; a multi-layer base keeps what it needs of them
+        in ``extras``)."""
         tokens, grid = self.embed(images)
         if self.multi_layer is not None:
             tokens, extras = self.multi_layer.run_blocks(self, tokens, grid, images)
             return StreamState(tokens, grid, extras=extras)
+        with_gem_path = self.base == "gem" and not self.reduced
         gem_start = len(self.blocks) - self.gem_depth
         gem_tokens = None
         for index, block in enumerate(self.blocks[:-1]):
-            if self.base == "gem" and index == gem_start:
+            if with_gem_path and index == gem_start:
                 gem_tokens = tokens  # the GEM path starts from the input of its first block
             if gem_tokens is not None:
                 gem_tokens = gem_tokens + self._gem_attention(block, tokens)
             tokens = self._run_block(block, tokens)
-        if self.base == "gem" and gem_tokens is None:  # gem_depth 1: the path is the last block only
+        if with_gem_path and gem_tokens is None:  # gem_depth 1: the path is the last block only
             gem_tokens = tokens
         return StreamState(tokens, grid, gem_tokens)
 
@@ -244,35 +254,46 @@ class DenseCLIPEncoder(nn.Module):
         return F.normalize(features[:, 1:] if drop_cls else features, dim=-1)
 
     def first_pass(self, state: StreamState, queries: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Base-variant last block -> (B, N, E) patch features; "maskclip", the release's first pass, is identity
-        attention (the value path) with the residual and FFN kept.
+        """Base-variant last block -> (B, N, E) patch features, with the residual and FFN of the base's release
+        or of ``last_block``; "maskclip", the release's first pass, is identity attention (the value path).
 
         Args:
             queries: (Q_D, E) unit dataset queries, for a base that segments the window first (ResCLIP).
         """
-        block, tokens = self.blocks[-1], state.tokens
         if self.multi_layer is not None:
             return self.multi_layer.first_pass(self, state, queries)
-        if self.base == "clip":
+        block, tokens = self.blocks[-1], state.tokens
+        if self.base == "clip" and not self.reduced:
             return self.project(self._run_block(block, tokens))
-        if self.base == "maskclip":
-            state.values = self._value(block, block.ln_1(tokens))
-            attn_out = self._out_proj(block, state.values)  # identity attention
-            return self.project(self._attn_residual_ffn(block, tokens, attn_out))
+        attn_out = self._last_attention(block, state)
+        if self.reduced:
+            return self.project(attn_out)
         if self.base == "gem":
-            return self.project(state.gem_tokens + self._gem_attention(block, tokens))
-        q, k, v = self._qkv(block, block.ln_1(tokens))
+            return self.project(state.gem_tokens + attn_out)
+        return self.project(self._attn_residual_ffn(block, tokens, attn_out))
+
+    def _last_attention(self, block: nn.Module, state: StreamState) -> torch.Tensor:
+        """(B, T, D) output of the last block's attention (after ``out_proj``) under the base's attention rule;
+        keeps the block's values in ``state.values`` for the second pass."""
+        if self.base == "gem":
+            return self._gem_attention(block, state.tokens)
+        normed = block.ln_1(state.tokens)
+        if self.base == "maskclip":  # identity attention: the values alone
+            state.values = self._value(block, normed)
+            return self._out_proj(block, state.values)
+        q, k, v = self._qkv(block, normed)
         state.values = self._merge_heads(v)
-        weights = self._attention_weights(q, k, state.grid)
-        attn_out = self._out_proj(block, self._merge_heads(weights @ v))
-        if self.base == "sclip":
-            return self.project(self._attn_residual_ffn(block, tokens, attn_out))
-        return self.project(attn_out)  # clearclip, naclip: no residual, no FFN
+        if self.base == "clip":  # CLIP's own attention, fused
+            return self._out_proj(block, self._merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self._out_proj(block, self._merge_heads(_ATTENTION_RULES[self.base](self, q, k, state.grid) @ v))
 
     def base_attention(self, state: StreamState) -> torch.Tensor:
         """(B, N, N) patch-to-patch attention of the base's last block in the first pass (query rows, key
         columns; head mean, CLS dropped): softmax rows for clip, clearclip, naclip and gem, the sum of two
         for sclip, the identity for maskclip. For pictures of what a patch attends to."""
+        if self.multi_layer is not None:
+            raise ValueError(f"base {self.base!r} mixes several attention maps; pictures of a patch's base "
+                             f"attention cover {BASE_VARIANTS}")
         block, tokens = self.blocks[-1], state.tokens
         if self.base == "maskclip":
             eye = torch.eye(tokens.shape[1] - 1, dtype=tokens.dtype, device=tokens.device)
@@ -281,8 +302,27 @@ class DenseCLIPEncoder(nn.Module):
             weights = self._gem_weights(block, tokens)[0]
         else:
             q, k, _ = self._qkv(block, block.ln_1(tokens))
-            weights = self._attention_weights(q, k, state.grid)
+            weights = _ATTENTION_RULES[self.base](self, q, k, state.grid)
         return weights.mean(dim=1)[:, 1:, 1:]
+
+    def _softmax_weights(self, q, k, grid) -> torch.Tensor:
+        """CLIP's own softmax(q k^T / sqrt(d)) (ClearCLIP's "vanilla")."""
+        return torch.softmax(q.shape[-1] ** -0.5 * q @ k.transpose(-2, -1), dim=-1)
+
+    def _correlative_weights(self, q, k, grid) -> torch.Tensor:
+        """SCLIP: softmax(q q^T / sqrt(d)) + softmax(k k^T / sqrt(d))."""
+        scale = q.shape[-1] ** -0.5
+        return (torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
+                + torch.softmax(scale * k @ k.transpose(-2, -1), dim=-1))
+
+    def _query_query_weights(self, q, k, grid) -> torch.Tensor:
+        """ClearCLIP: softmax(q q^T / sqrt(d))."""
+        return torch.softmax(q.shape[-1] ** -0.5 * q @ q.transpose(-2, -1), dim=-1)
+
+    def _neighbourhood_weights(self, q, k, grid) -> torch.Tensor:
+        """NACLIP: softmax(k k^T / sqrt(d) + Gaussian neighbourhood bias)."""
+        logits = k.shape[-1] ** -0.5 * k @ k.transpose(-2, -1)
+        return torch.softmax(logits + self._neighbourhood_bias(grid, logits.device, logits.dtype), -1)
 
     def second_pass(self, state: StreamState, patch_attention: torch.Tensor, mode: str = "released") -> torch.Tensor:
         """Last block with a given patch-to-patch attention map shared by all heads -> (B, N, E) features.
@@ -292,10 +332,10 @@ class DenseCLIPEncoder(nn.Module):
                 token receives only the ``out_proj`` bias. It is applied as one GEMM on the D-dim values.
             mode: "released" keeps residual and FFN on the original stream for every base (the release has only
                 the MaskCLIP base, whose block keeps both), SC-CLIP and ResCLIP included (their first pass then
-                only shapes the map); "base" keeps the base's own block structure: no residual or FFN for
-                ClearCLIP and NACLIP, GEM's own path for GEM, ResCLIP's reduced block with the map in place of
-                its whole attention (RCS and SFR included), SC-CLIP's two calibrated paths with the map as their
-                attention (``SCCLIPBase.second_pass``).
+                only shapes the map); "base" keeps the base's own block structure: the attention output alone
+                for a reduced block (ClearCLIP, NACLIP, ResCLIP with the map in place of its whole attention),
+                GEM's own path for GEM, SC-CLIP's two calibrated paths with the map as their attention
+                (``SCCLIPBase.second_pass``).
         """
         if mode not in SECOND_PASS_MODES:
             raise ValueError(f"MODEL.CDAM.SECOND_PASS {mode!r} is not one of {SECOND_PASS_MODES}")
@@ -306,8 +346,18 @@ class DenseCLIPEncoder(nn.Module):
         patch_values = torch.bmm(patch_attention.to(values.dtype), values[:, 1:])
         attended = torch.cat([torch.zeros_like(values[:, :1]), patch_values], dim=1)
         attn_out = self._out_proj(block, attended)
-        if mode == "base" and self.base in REDUCED_BASES:
+        if mode == "base" and self.reduced:
             return self.project(attn_out)
         if mode == "base" and self.base == "gem":
             return self.project(state.gem_tokens + attn_out)
         return self.project(self._attn_residual_ffn(block, tokens, attn_out))
+
+
+# Last-block attention weights of the bases that attend with q and k: (encoder, q, k, grid) -> (B, H, T, T),
+# q and k of shape (B, H, T, d). MaskCLIP (identity) and GEM (a parallel path) are handled apart.
+_ATTENTION_RULES = {
+    "clip": DenseCLIPEncoder._softmax_weights,
+    "sclip": DenseCLIPEncoder._correlative_weights,
+    "clearclip": DenseCLIPEncoder._query_query_weights,
+    "naclip": DenseCLIPEncoder._neighbourhood_weights,
+}

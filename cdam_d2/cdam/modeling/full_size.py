@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .postprocess import class_probabilities, encode_background
+from .postprocess import class_probabilities, encode_background, kept_classes, predicted_areas, remove_classes
 
 DEFAULT_BAND_ELEMENTS = 2 ** 23
 
@@ -38,7 +38,8 @@ def upsample_rows(logits: torch.Tensor, start: int, stop: int, output_size: Tupl
 
 def full_size_predictions(logits: torch.Tensor, output_size: Tuple[int, int], query_to_class: Sequence[int],
                           num_classes: int, logit_scale: float, threshold: float, with_probabilities: bool = True,
-                          band_elements: int = DEFAULT_BAND_ELEMENTS) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                          band_elements: int = DEFAULT_BAND_ELEMENTS,
+                          area_threshold: float = 0.0) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Final labels (and class probabilities) at ``output_size`` from window-merged logits.
 
     Args:
@@ -47,19 +48,30 @@ def full_size_predictions(logits: torch.Tensor, output_size: Tuple[int, int], qu
         query_to_class, num_classes, logit_scale: as in ``class_probabilities``.
         threshold: background threshold (pixels whose max probability is below it get class 0).
         band_elements: upsampled logits held at a time (memory bound of the work, in elements).
+        area_threshold: SCLIP's area rule (``kept_classes``; 0 = off); it needs the areas of the whole map, so a
+            first sweep over the bands counts them.
     Returns:
-        labels: (H0, W0) int32 on the CPU; probabilities: (C, H0, W0) float32 on the CPU, or None when
-        ``with_probabilities`` is False. Same semantics as ``CDAMSegmentor`` (argmax of the background-encoded
-        scores), values equal up to float rounding of the resize.
+        labels: (H0, W0) int32 on the CPU; probabilities: (C, H0, W0) float32 on the CPU (after the area
+        rule), or None when ``with_probabilities`` is False. Same semantics as ``CDAMSegmentor`` (argmax of the
+        background-encoded scores), values equal up to float rounding of the resize.
     """
     height, width = output_size
     rows_per_band = max(1, band_elements // max(1, logits.shape[0] * width))
+    bands = [(start, min(start + rows_per_band, height)) for start in range(0, height, rows_per_band)]
+
+    def band_probabilities(start, stop):
+        return class_probabilities(upsample_rows(logits, start, stop, output_size), query_to_class, num_classes,
+                                   logit_scale)
+
+    kept = None
+    if area_threshold > 0:
+        kept = kept_classes(sum(predicted_areas(band_probabilities(*band)) for band in bands), area_threshold)
     labels = torch.empty(height, width, dtype=torch.int32)
     probabilities = torch.empty(num_classes, height, width) if with_probabilities else None
-    for start in range(0, height, rows_per_band):
-        stop = min(start + rows_per_band, height)
-        probs = class_probabilities(upsample_rows(logits, start, stop, output_size), query_to_class, num_classes,
-                                    logit_scale)
+    for start, stop in bands:
+        probs = band_probabilities(start, stop)
+        if kept is not None:
+            probs = remove_classes(probs, kept)
         labels[start:stop] = encode_background(probs, threshold).argmax(0).to(torch.int32).cpu()
         if probabilities is not None:
             probabilities[:, start:stop] = probs.cpu()

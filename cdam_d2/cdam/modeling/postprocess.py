@@ -1,10 +1,16 @@
-"""Per-image post-processing after the window merge: probabilities, synonyms, entropy-based background threshold."""
+"""Per-image post-processing: probabilities, synonyms, the background rules and the area rule.
+
+Background rules (pixels whose best class probability is below a threshold get class 0):
+"entropy": CDAM's threshold from the windows' patch entropies; "fixed": one given threshold (the peers'
+``prob_thd``); "none": no background assignment.
+"""
 import math
 from typing import Sequence
 
 import torch
 
 THRESHOLD_SOURCES = ("last_window", "image")
+BACKGROUND_RULES = ("entropy", "fixed", "none")
 
 
 def patch_entropy_bits(patch_logits: torch.Tensor, entropy_scale: float) -> torch.Tensor:
@@ -57,3 +63,21 @@ def encode_background(probs: torch.Tensor, threshold: float, background_index: i
     scores = probs.clone()
     scores[background_index] += below.to(scores.dtype)
     return scores
+
+
+def predicted_areas(probs: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) class probabilities -> (C,) int64 number of pixels whose argmax is each class."""
+    return torch.bincount(probs.argmax(dim=0).flatten(), minlength=probs.shape[0])
+
+
+def kept_classes(areas: torch.Tensor, area_threshold: float) -> torch.Tensor:
+    """SCLIP's area rule: (C,) predicted areas -> (C,) bool, False for each foreground class (index >= 1)
+    whose area is not above ``area_threshold`` times the foreground area (all classes >= 1); class 0 is kept.
+    The comparison runs in float32 like SCLIP's (one-hot sums in the probabilities' dtype)."""
+    foreground = areas[1:].to(torch.float32)
+    return torch.cat([areas.new_ones(1, dtype=torch.bool), foreground > area_threshold * foreground.sum()])
+
+
+def remove_classes(probs: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) probabilities with the classes not ``kept`` (C,) set to 0 (the labels are then argmaxed again)."""
+    return probs * kept.to(probs.dtype).view(-1, 1, 1)

@@ -12,9 +12,9 @@ from torch.profiler import record_function
 from .cdam_attention import DEFAULT_CHUNK_ELEMENTS, DEFAULT_SCALES, EPS, at_least_fp32, cdam_attention
 from .dense_clip import SECOND_PASS_MODES, DenseCLIPEncoder
 from .pamr import refine_masks
-from .postprocess import (THRESHOLD_SOURCES, background_threshold, class_probabilities, encode_background,
-                          patch_entropy_bits)
-from .sliding_window import crop_windows, merge_windows, window_boxes
+from .postprocess import (BACKGROUND_RULES, THRESHOLD_SOURCES, background_threshold, class_probabilities,
+                          encode_background, kept_classes, patch_entropy_bits, predicted_areas, remove_classes)
+from .sliding_window import NO_PADDING, crop_windows, merge_windows, patch_padding, window_boxes
 
 # Per-image stages, named in torch.profiler traces and for ``CDAMSegmentor.stage_timer``.
 STAGES = ("cdam: backbone", "cdam: map", "cdam: second pass", "cdam: post-processing")
@@ -43,8 +43,9 @@ class SegmentationResult:
         scores: (C, H0, W0) class probabilities with thresholded pixels' background channel raised by 1, so
             that ``scores.argmax(0)`` is the final label map.
         logits: (Q_D, H0, W0) merged cosine logits at the output size.
-        threshold: background threshold applied to the max class probability.
-        probabilities: (C, H0, W0) class probabilities (``scores`` before the background rule).
+        threshold: background threshold applied to the max class probability (0: none).
+        probabilities: (C, H0, W0) class probabilities after the area rule (``scores`` before the background
+            rule).
     """
 
     scores: torch.Tensor
@@ -54,7 +55,7 @@ class SegmentationResult:
 
 
 class CDAMSegmentor(nn.Module):
-    """Sliding-window dense CLIP inference with the CDAM second pass and entropy background threshold."""
+    """Sliding-window dense CLIP inference with the CDAM second pass and a background rule."""
 
     def __init__(self, encoder: DenseCLIPEncoder, *, use_cdam: bool = True, second_pass: str = "released",
                  temperature: float = 0.1, sharpen_temperature: float = 0.1,
@@ -63,7 +64,8 @@ class CDAMSegmentor(nn.Module):
                  threshold_source: str = "last_window", crop: int = 448, stride: int = 224,
                  window_batch: int = 0, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
                  autocast_dtypes: Optional[Mapping[str, Optional[torch.dtype]]] = None, pamr_steps: int = 0,
-                 pamr_dilations: Sequence[int] = (8, 16)):
+                 pamr_dilations: Sequence[int] = (8, 16), background_rule: str = "entropy",
+                 fixed_threshold: float = 0.0, area_threshold: float = 0.0, pad_windows: bool = False):
         """
         Args:
             encoder: dense CLIP encoder with the first-pass base variant.
@@ -75,19 +77,26 @@ class CDAMSegmentor(nn.Module):
             logit_scale: softmax scale of the final probabilities; entropy_scale: of the threshold entropy.
             alpha, threshold_default: thr = alpha * threshold_default / H_center; alpha = 0 disables.
             threshold_source: "last_window" (released) or "image".
-            crop, stride: sliding windows on the resized image.
+            crop, stride: sliding windows on the resized image; crop 0: the whole image as one window.
             window_batch: windows per forward (0 = all windows of the image at once).
             chunk_elements: memory bound of the JS chunks (elements; 0 = by device).
             autocast_dtypes: backbone autocast dtype per device type, e.g. {"cuda": torch.float16, "cpu":
                 torch.bfloat16}; a device type not listed (or None) runs fp32. The CDAM map is fp32 always.
             pamr_steps, pamr_dilations: PAMR of the merged logits at the output size, guided by the image
                 resized to it (0 steps = off, as released; NACLIP uses 10 steps, dilations (8, 16)).
+            background_rule: one of ``BACKGROUND_RULES``: "entropy" (alpha, threshold_default, entropy_scale,
+                threshold_source), "fixed" (``fixed_threshold``) or "none".
+            area_threshold: SCLIP's area rule (``kept_classes``) before the background rule; 0 = off.
+            pad_windows: zero-pad each window to multiples of the patch size (ClearCLIP) instead of letting
+                the patch convolution drop the remainder.
         """
         super().__init__()
         if second_pass not in SECOND_PASS_MODES:
             raise ValueError(f"MODEL.CDAM.SECOND_PASS {second_pass!r} is not one of {SECOND_PASS_MODES}")
         if threshold_source not in THRESHOLD_SOURCES:
             raise ValueError(f"MODEL.CDAM.THRESHOLD_SOURCE {threshold_source!r} is not one of {THRESHOLD_SOURCES}")
+        if background_rule not in BACKGROUND_RULES:
+            raise ValueError(f"MODEL.CDAM.BACKGROUND_RULE {background_rule!r} is not one of {BACKGROUND_RULES}")
         self.encoder = encoder
         self.use_cdam = use_cdam
         self.second_pass = second_pass
@@ -107,6 +116,10 @@ class CDAMSegmentor(nn.Module):
         self.autocast_dtypes = dict(autocast_dtypes or {})
         self.pamr_steps = pamr_steps
         self.pamr_dilations = tuple(pamr_dilations)
+        self.background_rule = background_rule
+        self.fixed_threshold = fixed_threshold
+        self.area_threshold = area_threshold
+        self.pad_windows = pad_windows
         # Optional: a callable name -> context manager entered around each stage (benchmarks time them).
         self.stage_timer: Optional[Callable[[str], ContextManager]] = None
 
@@ -168,13 +181,24 @@ class CDAMSegmentor(nn.Module):
         the background threshold (overlaps are averaged on cosine logits, before any softmax); :meth:`postprocess`
         takes them to the output size."""
         boxes = window_boxes(image.shape[-2], image.shape[-1], self.crop, self.stride)
+        y1, y2, x1, x2 = boxes[0]
+        padding = patch_padding(y2 - y1, x2 - x1, self.encoder.patch_size) if self.pad_windows else NO_PADDING
         step = self.window_batch if self.window_batch > 0 else len(boxes)
-        per_window = torch.cat([self.window_logits(crop_windows(image, boxes[start:start + step]), text)
+        per_window = torch.cat([self.window_logits(crop_windows(image, boxes[start:start + step], padding), text)
                                 for start in range(0, len(boxes), step)])
         with self._stage(STAGES[3]):
-            entropy = patch_entropy_bits(per_window.flatten(2), self.entropy_scale)
-            threshold = background_threshold(entropy, self.alpha, self.threshold_default, self.threshold_source)
-            return merge_windows(per_window, boxes, tuple(image.shape[-2:])), threshold
+            merged = merge_windows(per_window, boxes, tuple(image.shape[-2:]), padding)
+            return merged, self.image_threshold(per_window)
+
+    def image_threshold(self, per_window: torch.Tensor) -> float:
+        """The image's background threshold under the background rule, from (B, Q_D, g_h, g_w) window logits
+        in raster order (used by the "entropy" rule); 0 for "none"."""
+        if self.background_rule == "fixed":
+            return self.fixed_threshold
+        if self.background_rule == "none":
+            return 0.0
+        entropy = patch_entropy_bits(per_window.flatten(2), self.entropy_scale)
+        return background_threshold(entropy, self.alpha, self.threshold_default, self.threshold_source)
 
     def forward(self, image: torch.Tensor, output_size: Tuple[int, int], text: TextQueries) -> SegmentationResult:
         """Segment one image.
@@ -190,7 +214,7 @@ class CDAMSegmentor(nn.Module):
 
     def postprocess(self, merged: torch.Tensor, threshold: float, image: torch.Tensor,
                     output_size: Tuple[int, int], text: TextQueries) -> SegmentationResult:
-        """Resize to the output size, PAMR, probabilities and the background rule.
+        """Resize to the output size, PAMR, probabilities, the area rule and the background rule.
 
         Args:
             merged: (Q_D, H1, W1) window-merged cosine logits of ``image`` (3, H1, W1); threshold: its
@@ -202,4 +226,6 @@ class CDAMSegmentor(nn.Module):
             logits = refine_masks(guide, logits, self.pamr_steps, self.pamr_dilations)
         logits = logits[0]
         probs = class_probabilities(logits, text.query_to_class, text.num_classes, self.logit_scale)
+        if self.area_threshold > 0:
+            probs = remove_classes(probs, kept_classes(predicted_areas(probs), self.area_threshold))
         return SegmentationResult(encode_background(probs, threshold), logits, threshold, probs)

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 
 Box = Tuple[int, int, int, int]  # (y1, y2, x1, x2), end exclusive
+Padding = Tuple[int, int, int, int]  # (left, right, top, bottom) pixels, the order of F.pad
+NO_PADDING: Padding = (0, 0, 0, 0)
 
 
 def _starts(length: int, crop: int, stride: int) -> List[Tuple[int, int]]:
@@ -18,29 +20,47 @@ def _starts(length: int, crop: int, stride: int) -> List[Tuple[int, int]]:
 
 def window_boxes(height: int, width: int, crop: int, stride: int) -> List[Box]:
     """Windows in raster order (rows outer), clipped to the image and shifted back inside; no padding.
-    A side shorter than ``crop`` gives one window covering it. All windows of an image have the same size."""
-    if crop < 1 or stride < 1:
-        raise ValueError(f"MODEL.CDAM.SLIDE_CROP ({crop}) and SLIDE_STRIDE ({stride}) must be positive")
+    A side shorter than ``crop`` gives one window covering it; ``crop`` 0 gives the whole image as one window
+    (the peers' ``slide_crop=0``). All windows of an image have the same size."""
+    if crop == 0:
+        return [(0, height, 0, width)]
+    if crop < 0 or stride < 1:
+        raise ValueError(f"MODEL.CDAM.SLIDE_CROP ({crop}) must be >= 0 (0: whole image) and SLIDE_STRIDE "
+                         f"({stride}) positive")
     return [(y1, y2, x1, x2) for y1, y2 in _starts(height, crop, stride) for x1, x2 in _starts(width, crop, stride)]
 
 
-def crop_windows(image: torch.Tensor, boxes: List[Box]) -> torch.Tensor:
-    """(3, H, W) image -> (B, 3, h, w) stacked windows."""
-    return torch.stack([image[:, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])
+def crop_windows(image: torch.Tensor, boxes: List[Box], padding: Padding = NO_PADDING) -> torch.Tensor:
+    """(3, H, W) image -> (B, 3, h + top + bottom, w + left + right) stacked windows, zero-padded by ``padding``."""
+    windows = torch.stack([image[:, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])
+    return F.pad(windows, padding) if any(padding) else windows
 
 
-def merge_windows(window_logits: torch.Tensor, boxes: List[Box], image_size: Tuple[int, int]) -> torch.Tensor:
+def patch_padding(height: int, width: int, patch_size: Tuple[int, int]) -> Padding:
+    """Padding that brings a ``height`` x ``width`` window to multiples of the patch size, as ClearCLIP pads:
+    half on each side, the odd pixel right / bottom. Without it the patch convolution drops the remainder."""
+    extra_h, extra_w = -height % patch_size[0], -width % patch_size[1]
+    return extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2
+
+
+def merge_windows(window_logits: torch.Tensor, boxes: List[Box], image_size: Tuple[int, int],
+                  padding: Padding = NO_PADDING) -> torch.Tensor:
     """Average per-window patch logits over their overlaps at pixel level.
 
     Args:
         window_logits: (B, Q, g_h, g_w) cosine logits of the windows ``boxes``.
         image_size: (H, W) of the image the windows were cut from.
+        padding: the windows' padding (``crop_windows``): logits are upsampled to the padded window and
+            cropped back to the window.
     Returns:
         (Q, H, W): each window's logits bilinearly upsampled to its window size, summed, divided by the
         number of windows covering each pixel.
     """
     y1, y2, x1, x2 = boxes[0]
-    upsampled = F.interpolate(window_logits, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False)
+    left, right, top, bottom = padding
+    height, width = y2 - y1, x2 - x1
+    upsampled = F.interpolate(window_logits, size=(height + top + bottom, width + left + right), mode="bilinear",
+                              align_corners=False)[..., top:top + height, left:left + width]
     canvas = upsampled.new_zeros(upsampled.shape[1], *image_size)
     count = upsampled.new_zeros(1, *image_size)
     for logits, (y1, y2, x1, x2) in zip(upsampled, boxes):
