@@ -1,5 +1,5 @@
 """Second stage: DeepLab trained on exported pseudo-labels with our evaluator (setup, ImageNet initialisation,
-resume, learning in-process), and the README's toy command sequence (ClusterCAM -> export -> DeepLab -> eval)
+resume, learning in-process), and the toy command sequence of docs/CLUSTERCAM.md (ClusterCAM -> export -> DeepLab -> eval)
 end to end."""
 import contextlib
 import json
@@ -171,11 +171,11 @@ class SecondStageTrainingTest(RegisteredToyDatasets, unittest.TestCase):
         self.assertGreater(trained["mIoU"], untrained + 15.0, (untrained, trained))
 
 
-def readme_toy_commands():
-    """The commands of the README's toy second-stage block, continuation lines joined."""
-    with open(os.path.join(REPO, "README.md")) as f:
-        readme = f.read()
-    section = readme.split("## Second stage: DeepLab on pseudo-labels", 1)[1].split("\n## ", 1)[0]
+def documented_toy_commands():
+    """The commands of the toy second-stage block of docs/CLUSTERCAM.md, continuation lines joined."""
+    with open(os.path.join(REPO, "docs", "CLUSTERCAM.md")) as f:
+        page = f.read()
+    section = page.split("## Second stage: DeepLab on pseudo-labels", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     toy = next(b for b in blocks if "make_toy_datasets.py" in b)
     lines = toy.replace("\\\n", " ").splitlines()
@@ -184,11 +184,11 @@ def readme_toy_commands():
 
 @slow
 @requires_detectron2
-class SecondStageReadmeSequenceTest(unittest.TestCase):
-    def test_readme_toy_sequence_end_to_end(self):
+class SecondStageDocumentedSequenceTest(unittest.TestCase):
+    def test_documented_toy_sequence_end_to_end(self):
         from cdam_d2.data.toy import make_toy_datasets
 
-        commands = readme_toy_commands()
+        commands = documented_toy_commands()
         self.assertTrue(commands[0].startswith("export DETECTRON2_DATASETS="), commands[0])
         self.assertEqual(commands[1], "python tools/make_toy_datasets.py $DETECTRON2_DATASETS")
         steps = [shlex.split(c)[1] for c in commands[2:]]
