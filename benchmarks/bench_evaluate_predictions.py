@@ -32,13 +32,8 @@ from PIL import Image
 
 from cdam_d2.data.cam_io import read_cam_dict, save_cam_dict
 from cdam_d2.data.label_io import read_label_map
-from cdam_d2.evaluation.prediction_folder import (
-    GroundTruth,
-    curve_thresholds,
-    default_workers,
-    folder_metrics,
-    score_folder,
-)
+from cdam_d2.evaluation.prediction_folder import GroundTruth, curve_thresholds, folder_metrics, score_folder
+from cdam_d2.utils.cores import available_cores
 
 NUM_CLASSES = 21
 SIZES = ((375, 500), (500, 375), (333, 500))
@@ -115,10 +110,10 @@ def main():
     parser.add_argument("--root", help="folder for the synthetic data (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic folder")
     args = parser.parse_args()
-    workers = args.workers or default_workers()
+    workers = args.workers or available_cores()
     root = args.root or tempfile.mkdtemp(prefix="bench_evaluate_predictions_")
     names = ["background"] + [f"class{k}" for k in range(1, NUM_CLASSES)]
-    print(f"cores usable: {default_workers()}, worker processes: {workers}, load average before: "
+    print(f"cores usable: {available_cores()}, worker processes: {workers}, load average before: "
           f"{os.getloadavg()[0]:.1f}")
     try:
         items = make_folder(root, args.images, workers)

@@ -28,6 +28,8 @@ def add_plugin_keys(cfg):
     cfg.CDAM_D2.EVALUATOR = node()
     # "detectron2": classes absent from the ground truth are left out of mIoU (Detectron2's rule).
     # "mmseg": such a class that is predicted counts as IoU 0 (MMSegmentation's rule).
+    # "release": every class counts, one absent from prediction and ground truth as IoU 0 (the WSSS
+    # releases' evaluation script). Any other value fails when the evaluator is built.
     cfg.CDAM_D2.EVALUATOR.CONVENTION = "detectron2"
     # Raise on a prediction/label size mismatch or an out-of-range label value instead of counting it.
     cfg.CDAM_D2.EVALUATOR.STRICT = True

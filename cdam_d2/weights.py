@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import numpy
 import torch
 
-__all__ = ["WeightsFileError", "PickledWeightsError", "WeightsSource", "load_pickled_arrays", "load_torch_file",
+from .utils.array_pickle import ARRAY_GLOBALS, ArrayUnpickler, ForbiddenGlobal
+
+__all__ = ["WeightsError", "WeightsFileError", "PickledWeightsError", "WeightsSource", "load_pickled_arrays", "load_torch_file",
            "read_weights_file", "resolve_weights", "weights_container"]
 
 RANDOM = "random"
@@ -88,35 +90,17 @@ def resolve_weights(weights: str, key: str) -> WeightsSource:
 _NO_OPT_IN = "re-save its tensors (e.g. the state dict) with torch.save in an environment you trust"
 
 
-class WeightsFileError(RuntimeError):
+class WeightsError(RuntimeError):
+    """Weights that cannot be read, obtained or fitted to the model; the message names the config key they
+    came from and what to do."""
+
+
+class WeightsFileError(WeightsError):
     """A weight file that cannot be read: truncated, damaged or not a weight file."""
 
 
 class PickledWeightsError(WeightsFileError):
     """A weight file that only full pickle could read, refused because nobody opted in."""
-
-
-# What a pickle of numpy arrays needs (numpy 1 and 2 module names; Python 2 pickles use the same;
-# protocol-2 pickles written by Python 3 store bytes through _codecs.encode).
-_ARRAY_GLOBALS = frozenset(
-    [(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-     for name in ("_reconstruct", "scalar")]
-    + [(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")]
-    + [("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"), ("_codecs", "encode")]
-)
-
-
-class _ForbiddenGlobal(pickle.UnpicklingError):
-    pass
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Rebuilds dicts, lists, strings, numbers and numpy arrays; refuses every other global."""
-
-    def find_class(self, module, name):
-        if (module, name) in _ARRAY_GLOBALS:
-            return super().find_class(module, name)
-        raise _ForbiddenGlobal(f"{module}.{name}")
 
 
 def _damaged(path, key, error, what_to_do):
@@ -147,7 +131,7 @@ def _array_globals(names):
     """``(object, name)`` pairs for ``torch.serialization.safe_globals`` of the numpy objects
     ``names`` ("module.name") refer to, or None unless all of them are array globals."""
     pairs = [tuple(name.rsplit(".", 1)) for name in names]
-    if not all(pair in _ARRAY_GLOBALS for pair in pairs):
+    if not all(pair in ARRAY_GLOBALS for pair in pairs):
         return None
     objects = [(getattr(importlib.import_module(module), name), f"{module}.{name}") for module, name in pairs]
     # numpy >= 1.25 builds each dtype as an instance of its own class (numpy.dtypes.Float32DType, ...).
@@ -222,11 +206,11 @@ def load_pickled_arrays(path, key, *, allow_pickle=False, opt_in=None,
         with open(path, "rb") as f:
             if allow_pickle:
                 return pickle.load(f, encoding="latin1")
-            return _ArrayUnpickler(f, encoding="latin1").load()
+            return ArrayUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise FileNotFoundError(f"'{path}', given by {key}, does not exist.") from None
-    except _ForbiddenGlobal as error:
-        raise _needs_pickle(path, key, [str(error)], opt_in) from None
+    except ForbiddenGlobal as error:
+        raise _needs_pickle(path, key, [error.name], opt_in) from None
     except Exception as error:  # EOFError, UnpicklingError, ... for a truncated file
         raise _damaged(path, key, error, what_to_do) from error
 

@@ -90,6 +90,12 @@ def dataset_items(name):
     return items, list(classes), meta.get("ignore_label", 255)
 
 
+def fail(message):
+    """Print ``message`` as the error of the command line; returns its exit status."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -100,14 +106,15 @@ def main(argv=None):
     from cdam_d2.evaluation.prediction_folder import folder_metrics, format_report, score_folder, write_report
 
     setup_logger(name="cdam_d2")
-    try:
+    try:  # an unregistered dataset (KeyError), one without label maps or classes, or its files missing
         items, classes, ignore_label = dataset_items(args.dataset)
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        return fail(error.args[0] if isinstance(error, KeyError) else error)  # KeyError's str() adds quotes
+    try:  # a missing folder or prediction, a stray file, a file of the wrong size or values, empty labels
         score = score_folder(items, args.predictions, args.type, len(classes), ignore_label, thresholds,
                              workers=args.workers, allow_missing=args.allow_missing)
-    except (KeyError, ValueError, FileNotFoundError) as error:
-        message = error.args[0] if isinstance(error, KeyError) else error  # KeyError's str() adds quotes
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError) as error:
+        return fail(error)
     report = folder_metrics(score, classes, args.convention)
     report.update(dataset=args.dataset, predictions=args.predictions, type=args.type, num_images=len(items))
     print(format_report(report, classes))

@@ -49,7 +49,7 @@ def parse_point(text):
 
 
 def select_records(records, dataset, image_ids, num):
-    from cdam_d2.clustercam.quality import spread_subset
+    from cdam_d2.data.datasets import spread_subset
     from cdam_d2.data.datasets.pseudo_labels import record_image_id
 
     if image_ids:
@@ -116,8 +116,11 @@ def main(argv=None):
     from cdam_d2.data.datasets.pseudo_labels import record_image_id
     from cdam_d2.engine import load_cfg
     from cdam_d2.utils.files import write_atomically
+    from cdam_d2.weights import WeightsError
 
     setup_logger(name="cdam_d2")
+    # Bad arguments, config files, keys or values (yacs reports an unknown key of the overrides with an
+    # AssertionError), an unregistered dataset or unknown images, missing or unusable weights: a usage error.
     try:
         point = parse_point(args.patch) if args.patch else None
         cfg, fallbacks = load_cfg(args.config_file, args.opts, allow_unsafe_yaml=args.allow_unsafe_config)
@@ -131,15 +134,15 @@ def main(argv=None):
         if args.dataset not in DatasetCatalog.list():
             raise KeyError(f"dataset '{args.dataset}' is not registered (set DETECTRON2_DATASETS for the cdam_* names)")
         records = select_records(DatasetCatalog.get(args.dataset), args.dataset, args.images, args.num)
-    except (ValueError, KeyError, FileNotFoundError) as error:
+        model = build_model(cfg)
+    except (ValueError, KeyError, FileNotFoundError, AssertionError, WeightsError) as error:
         parser.error(error.args[0] if isinstance(error, KeyError) else str(error))
     names = list(MetadataCatalog.get(args.dataset).get("stuff_classes", []))
-    model = build_model(cfg)
     os.makedirs(args.output, exist_ok=True)
     for record in records:
         try:
             panel = draw(cfg, model, args.dataset, record, point, args.tile_height, names)
-        except ValueError as error:  # e.g. a --patch outside this image
+        except (ValueError, OSError) as error:  # e.g. a --patch outside this image, an unreadable image
             parser.error(f"{record_image_id(record)}: {error}")
         path = os.path.join(args.output, record_image_id(record) + ".png")
         write_atomically(path, lambda temporary: Image.fromarray(panel).save(temporary, format="PNG"))

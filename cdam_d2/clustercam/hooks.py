@@ -22,7 +22,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
 
-from ..utils.files import write_atomically
+from ..utils.files import save_json, write_atomically
 from .quality import PANEL_NAME, TrainingMapsMonitor, unwrap_model
 
 __all__ = ["EvaluationSchedule", "clustercam_hooks"]
@@ -112,14 +112,6 @@ class ModelOnlyCheckpointer(DetectionCheckpointer):
         write_atomically(path, lambda temporary: torch.save({"model": self.model.state_dict(), **kwargs}, temporary))
 
 
-def write_json_atomically(path, record):
-    def write(temporary):
-        with open(temporary, "w") as f:
-            json.dump(record, f, indent=2)
-
-    write_atomically(path, write)
-
-
 class BestMIoUCheckpointer(d2_hooks.BestCheckpointer):
     """Detectron2's ``BestCheckpointer`` on the evaluation schedule: ``model_best.pth`` (weights
     only) holds the model with the highest in-training mIoU so far, ``model_best.json`` its iteration
@@ -146,9 +138,9 @@ class BestMIoUCheckpointer(d2_hooks.BestCheckpointer):
         previous = (self.best_metric, self.best_iter)
         self._best_checking()
         if (self.best_metric, self.best_iter) != previous:
-            write_json_atomically(self._record_path, {
-                "weights": BEST_WEIGHTS, "metric": METRIC, "value": self.best_metric,
-                "iteration": self.best_iter, "protocol": self._protocol})
+            save_json({"weights": BEST_WEIGHTS, "metric": METRIC, "value": self.best_metric,
+                       "iteration": self.best_iter, "protocol": self._protocol},
+                      self._record_path, indent=2, sort_keys=False)
 
     def after_train(self):
         if self.trainer.iter < self.trainer.max_iter:

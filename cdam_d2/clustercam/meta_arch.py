@@ -140,8 +140,9 @@ class ClusterCAM(nn.Module):
                                "'image_labels'; train on a dataset with image-level labels")
             ids = list(record["image_labels"])
             if any(not 1 <= i <= self.num_classes for i in ids):
-                raise ValueError(f"image_labels {ids} of {record.get('file_name', row)} must lie in "
-                                 f"[1, {self.num_classes}] (MODEL.CLUSTERCAM.NUM_CLASSES)")
+                of = f" of {record['file_name']}" if "file_name" in record else ""
+                raise ValueError(f"image_labels {ids}{of} must lie in [1, {self.num_classes}] "
+                                 "(MODEL.CLUSTERCAM.NUM_CLASSES)")
             labels[row, [i - 1 for i in ids]] = 1.0
         return labels
 

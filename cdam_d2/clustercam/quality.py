@@ -3,7 +3,9 @@ pseudo-labels and the CAM seeds of a fixed subset of the training split against 
 the ClusterCAM panel of one fixed training image into the event storage (TensorBoard shows it).
 
 Keys (``MODEL.CLUSTERCAM.TEST.IN_TRAINING``): ``PSEUDO_LABEL_IMAGES`` images (0: off), evenly spread over
-``DATASETS.TRAIN[0]``; ``PANEL_IMAGE``, the index of the panel's image in that split (-1: off).
+``DATASETS.TRAIN[0]``; ``PANEL_IMAGE``, the index of the panel's image in that split (-1: off), checked
+when the monitor is built. Label values outside [0, C) other than the ignore label raise an error naming
+the file, or with ``CDAM_D2.EVALUATOR.STRICT`` False count as ignored with a warning, as in the evaluator.
 
 The maps are those ``tools/export_pseudo_labels.py`` writes (eval mode, whole images at their size, from
 the image-level labels): ``pseudo_label/*`` scores the PAR-refined labels, whose ignore band counts as a
@@ -17,26 +19,21 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
+from ..data.datasets import spread_subset
 from ..data.datasets.pseudo_labels import record_image_id
 from ..data.image_io import read_image_checked
 from ..data.label_io import read_label_map
-from ..evaluation.metrics import confusion_matrix, segmentation_metrics
+from ..evaluation.metrics import confusion_matrix, ignored_as_last_class, invalid_values_message, segmentation_metrics
 from .modeling import IGNORE_LABEL, cams_to_labels
 from .visualize import draw_panel
 
-__all__ = ["PANEL_NAME", "TrainingMapsMonitor", "spread_subset", "unwrap_model"]
+__all__ = ["PANEL_NAME", "TrainingMapsMonitor", "unwrap_model"]
 
 logger = logging.getLogger(__name__)
 
 CONVENTION = "release"
 PANEL_NAME = "clustercam/panel"
-
-
-def spread_subset(count, total):
-    """``count`` indices evenly spread over ``range(total)`` (all of them when count >= total)."""
-    if count >= total:
-        return list(range(total))
-    return np.linspace(0, total - 1, count).round().astype(int).tolist()
+KEYS = "MODEL.CLUSTERCAM.TEST.IN_TRAINING"
 
 
 def unwrap_model(model):
@@ -54,10 +51,16 @@ class TrainingMapsMonitor:
         self.count = options.PSEUDO_LABEL_IMAGES
         self.panel_index = options.PANEL_IMAGE
         self.image_format = cfg.INPUT.FORMAT
+        self.strict = cfg.CDAM_D2.EVALUATOR.STRICT
         if self.count < 0:
-            raise ValueError(f"MODEL.CLUSTERCAM.TEST.IN_TRAINING.PSEUDO_LABEL_IMAGES must be >= 0 (0: off), "
-                             f"got {self.count}")
+            raise ValueError(f"{KEYS}.PSEUDO_LABEL_IMAGES must be >= 0 (0: off), got {self.count}")
+        if self.panel_index < -1:
+            raise ValueError(f"{KEYS}.PANEL_IMAGE must be -1 (off) or the index of a training image, "
+                             f"got {self.panel_index}")
         self._records = None
+        if self.panel_index >= 0 and self.dataset and self.panel_index >= len(self.records()):
+            raise ValueError(f"{KEYS}.PANEL_IMAGE {self.panel_index} is past the {len(self.records())} images of "
+                             f"'{self.dataset}' (DATASETS.TRAIN[0]); use an index below it, or -1 for no panel.")
 
     @property
     def enabled(self):
@@ -77,10 +80,22 @@ class TrainingMapsMonitor:
     def _image(self, record):
         return read_image_checked(record, format=self.image_format)
 
+    def _checked_labels(self, path, invalid, num_classes, ignore_label):
+        """The number of ``invalid`` label pixels ({value: pixels}) of the label map ``path`` to count as
+        ignored; raises when strict."""
+        if invalid and self.strict:
+            raise ValueError(
+                f"{invalid_values_message(invalid, path, num_classes, ignore_label)} It is in the subset of "
+                f"'{self.dataset}' whose pseudo-labels are scored during training ({KEYS}.PSEUDO_LABEL_IMAGES). "
+                "Fix the label maps (tools/prepare_*.py write class indices), set CDAM_D2.EVALUATOR.STRICT False "
+                f"to count such pixels as ignored, or {KEYS}.PSEUDO_LABEL_IMAGES 0 to score nothing.")
+        return sum(invalid.values())
+
     @torch.no_grad()
     def scores(self, model):
         """{"pseudo_label": {mIoU, FP, FN, ignored}, "cam_seed": {mIoU, FP, FN}} (×100) on the subset, or {}
-        when off. Every process scores its share of the subset; the counts are summed."""
+        when off. Every process scores its share of the subset; the counts are summed. The model runs in
+        eval mode; its mode is restored afterwards."""
         if self.count == 0 or not self.dataset:
             return {}
         model = unwrap_model(model)
@@ -95,6 +110,7 @@ class TrainingMapsMonitor:
         num_classes = model.num_classes + 1
         ignore_label = MetadataCatalog.get(self.dataset).get("ignore_label", IGNORE_LABEL)
         confusions = {"pseudo_label": 0, "cam_seed": 0}
+        invalid_pixels = 0
         was_training = model.training
         model.eval()
         try:
@@ -105,13 +121,21 @@ class TrainingMapsMonitor:
                 cams = model.class_activation_maps(normalized, labels, train_mode=False)
                 maps = {"pseudo_label": model.refine_pseudo_labels(normalized, labels, cams)[0],
                         "cam_seed": cams_to_labels(cams, model.bg_thr)[0]}
-                gt = read_label_map(record["sem_seg_file_name"])
+                gt_path = record["sem_seg_file_name"]
+                gt = read_label_map(gt_path)
                 for name, label_map in maps.items():
-                    pred = label_map.cpu().numpy()
-                    pred = np.where(pred == IGNORE_LABEL, num_classes, pred).astype(np.uint8)  # ignore: no class
-                    confusions[name] = confusions[name] + confusion_matrix(pred, gt, num_classes, ignore_label)[0]
+                    # The ignore band of a pseudo-label: no class (row C), a miss of the pixel's label.
+                    pred = ignored_as_last_class(label_map.cpu().numpy(), num_classes, IGNORE_LABEL)
+                    conf, invalid = confusion_matrix(pred, gt, num_classes, ignore_label)
+                    confusions[name] = confusions[name] + conf
+                # The invalid values are those of the label map: the same for both maps, counted once.
+                invalid_pixels += self._checked_labels(gt_path, invalid, num_classes, ignore_label)
         finally:
             model.train(was_training)
+        invalid_pixels = sum(comm.all_gather(invalid_pixels))
+        if invalid_pixels:
+            logger.warning("%d label pixels of the pseudo-label subset of '%s' lie outside [0, %d) and were counted "
+                           "as ignored (CDAM_D2.EVALUATOR.STRICT is False).", invalid_pixels, self.dataset, num_classes)
         names = self.class_names(model)
         results = {}
         for name, conf in confusions.items():
@@ -130,11 +154,7 @@ class TrainingMapsMonitor:
         if self.panel_index < 0 or not self.dataset:
             return None
         model = unwrap_model(model)
-        records = self.records()
-        if self.panel_index >= len(records):
-            raise ValueError(f"MODEL.CLUSTERCAM.TEST.IN_TRAINING.PANEL_IMAGE {self.panel_index} is past the "
-                             f"{len(records)} images of '{self.dataset}'; use an index below it, or -1 for none.")
-        record = records[self.panel_index]
+        record = self.records()[self.panel_index]
         gt = read_label_map(record["sem_seg_file_name"]) if "sem_seg_file_name" in record else None
         classes = sorted(record.get("image_labels", []))
         picture = draw_panel(model, self._image(record), classes, self.class_names(model), gt,

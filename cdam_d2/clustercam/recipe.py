@@ -4,9 +4,10 @@ test protocol (scales, dense CRF in worker processes) owned by each evaluation."
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 
 from ..engine.recipe import Recipe
+from ..utils.cores import available_cores
 from .hooks import clustercam_hooks
 from .mapper import ClusterCAMDatasetMapper
-from .modeling import CRFParams, available_cores
+from .modeling import CRFParams
 from .predictor import ClusterCAMPredictor
 from .solver import build_clustercam_lr_scheduler, build_clustercam_optimizer
 

@@ -16,15 +16,6 @@ __all__ = ["panel_tiles", "draw_panel", "COLUMNS"]
 COLUMNS = 4  # input, ground truth, pseudo-label, prediction; then one row of four maps per class
 
 
-def _multi_hot(model, classes):
-    labels = torch.zeros(1, model.num_classes, device=model.device)
-    for label in classes:
-        if not 1 <= label <= model.num_classes:
-            raise ValueError(f"class {label} is outside 1..{model.num_classes} (MODEL.CLUSTERCAM.NUM_CLASSES)")
-        labels[0, label - 1] = 1
-    return labels
-
-
 @torch.no_grad()
 def panel_tiles(model, image: np.ndarray, classes: Sequence[int], class_names: Sequence[str],
                 ground_truth: Optional[np.ndarray] = None):
@@ -48,7 +39,7 @@ def panel_tiles(model, image: np.ndarray, classes: Sequence[int], class_names: S
     height, width = image.shape[:2]
     tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
     normalized = model.normalize(tensor)[None]
-    labels = _multi_hot(model, classes)
+    labels = model.multi_hot_labels([{"image_labels": list(classes)}])
     was_training = model.training
     model.eval()
     try:

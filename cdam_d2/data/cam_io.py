@@ -1,8 +1,9 @@
 """CAM dictionaries as the WSSS releases store them: ``<image_id>.npy`` holding a pickled dict from
 foreground class index (0-based) to an (H, W) float map at the image's size.
 
-``np.load(allow_pickle=True)`` would run any code a pickle names; :func:`read_cam_dict` unpickles with
-an allow-list that admits numpy arrays, dtypes and scalars only (all such a file needs).
+Read them with :func:`read_cam_dict`, not ``np.load(allow_pickle=True)``, which would run any code the
+pickle names: it unpickles with :class:`cdam_d2.utils.array_pickle.ArrayUnpickler`, which rebuilds numpy
+arrays and containers only, and checks that the file is such a dictionary.
 """
 import pickle
 from typing import Dict, Iterable, Optional, Tuple
@@ -10,33 +11,20 @@ from typing import Dict, Iterable, Optional, Tuple
 import numpy as np
 from numpy.lib import format as npy_format
 
+from ..utils.array_pickle import ArrayUnpickler, ForbiddenGlobal
 from ..utils.files import write_atomically
 
 __all__ = ["read_cam_dict", "save_cam_dict", "cam_dict_problem"]
 
-# What numpy's own pickles of arrays and scalars refer to (numpy 1 and 2 module names).
-_ALLOWED_GLOBALS = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refers to {module}.{name}, which a CAM dictionary never needs")
-        return super().find_class(module, name)
-
 
 def read_cam_dict(path: str) -> Dict[int, np.ndarray]:
-    """The {class index: (H, W) map} dictionary stored in ``path`` (as written by ``np.save(path, dict)``).
+    """The {class index: (H, W) float map} dictionary stored in ``path``: a file of
+    ``tools/export_pseudo_labels.py --kind cam-npy``, of :func:`save_cam_dict`, or of a WSSS release
+    (``np.save(path, dict)``), loaded without running code from it.
 
     Raises ``ValueError`` naming the file when it is not such a dictionary (a damaged file, a plain
-    array, a pickle naming anything but numpy arrays).
+    array, non-integer keys, maps that are not 2-D float arrays, a pickle naming anything but numpy
+    arrays and containers).
     """
     try:
         with open(path, "rb") as f:
@@ -45,7 +33,11 @@ def read_cam_dict(path: str) -> Dict[int, np.ndarray]:
             shape, _, dtype = read_header(f)
             if dtype != np.dtype(object) or shape != ():
                 raise ValueError(f"holds a {dtype} array of shape {shape}, not a pickled dictionary")
-            cams = _NumpyOnlyUnpickler(f).load()
+            cams = ArrayUnpickler(f).load()
+    except ForbiddenGlobal as error:
+        raise ValueError(f"CAM file '{path}' is refused: its pickle {error}, so loading it could run code. Write "
+                         "CAM dictionaries with cdam_d2.data.cam_io.save_cam_dict (or np.save of a dict of "
+                         "arrays).") from None
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as error:
         raise ValueError(f"CAM file '{path}' cannot be read as a class -> map dictionary: {error}") from error
     if isinstance(cams, np.ndarray) and cams.shape == () and cams.dtype == object:

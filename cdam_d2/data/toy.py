@@ -13,7 +13,6 @@ instance json files, tested on their own).
 class lists alone (not by the preparation code), so tests can check what readers get.
 """
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..utils.files import save_json, save_lines
 from .datasets.builtin_meta import CONTEXT59_FOREGROUND, voc_palette_bytes
 
 IGNORE = 255
@@ -318,18 +318,6 @@ def _save_image(path, image):
     image.save(path, quality=95)
 
 
-def _save_lines(path, lines):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write("".join(f"{line}\n" for line in lines))
-
-
-def _save_json(path, obj):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=0, sort_keys=True)
-
-
 def _present_labels(labels):
     return sorted(int(v) for v in np.unique(labels) if v not in (0, IGNORE))
 
@@ -346,10 +334,8 @@ def _write_voc(root, family, samples, image_labels):
         _save_png(os.path.join(voc, folder, s.image_id + ".png"), raw[s.class_map], "L", not aug)
         image_labels[s.image_id] = _present_labels(_true_labels(family, 0)[s.class_map])
     for subset, _, _ in family.subsets:
-        _save_lines(
-            os.path.join(voc, "ImageSets", "Segmentation", f"{subset}.txt"),
-            [s.image_id for s in samples if s.subset == subset],
-        )
+        save_lines([s.image_id for s in samples if s.subset == subset],
+                   os.path.join(voc, "ImageSets", "Segmentation", f"{subset}.txt"))
 
 
 def _write_context(root, family, samples):
@@ -363,14 +349,9 @@ def _write_context(root, family, samples):
         savemat(
             os.path.join(voc2010, "trainval", s.image_id + ".mat"), {"LabelMap": raw[s.class_map]}
         )
-    _save_lines(
-        os.path.join(voc2010, "labels.txt"),
-        [f"{i}: {n}" for i, n in enumerate(CONTEXT_TOY_NAMES, 1)],
-    )
-    _save_lines(
-        os.path.join(voc2010, "ImageSets", "Main", "val.txt"), [s.image_id for s in samples]
-    )
-    _save_lines(os.path.join(voc2010, "ImageSets", "Main", "train.txt"), [])
+    save_lines([f"{i}: {n}" for i, n in enumerate(CONTEXT_TOY_NAMES, 1)], os.path.join(voc2010, "labels.txt"))
+    save_lines([s.image_id for s in samples], os.path.join(voc2010, "ImageSets", "Main", "val.txt"))
+    save_lines([], os.path.join(voc2010, "ImageSets", "Main", "train.txt"))
 
 
 def _write_coco_stuff(root, family, samples):
@@ -395,9 +376,7 @@ def _write_coco14(root, family, samples, image_labels):
                     os.path.join(coco14, "SegmentationClass", subset, s.image_id + ".png"),
                     s.class_map,
                 )
-        _save_lines(
-            os.path.join(coco14, "ImageSets", f"{subset}.txt"), [s.image_id for s in subset_samples]
-        )
+        save_lines([s.image_id for s in subset_samples], os.path.join(coco14, "ImageSets", f"{subset}.txt"))
 
 
 def _write_cityscapes(root, family, samples):
@@ -430,9 +409,7 @@ def _write_cityscapes(root, family, samples):
             for index, points in s.polygons
         ]
         height, width = s.class_map.shape
-        _save_json(
-            gt + "polygons.json", {"imgHeight": height, "imgWidth": width, "objects": objects}
-        )
+        save_json({"imgHeight": height, "imgWidth": width, "objects": objects}, gt + "polygons.json", indent=0)
 
 
 def _write_ade20k(root, family, samples):
@@ -462,8 +439,8 @@ def write_raw_toy_datasets(root: str, seed: int = 0) -> Dict[str, int]:
         for split in family.splits:
             counts[split.name] = sum(s.subset == split.subset for s in samples)
     # Image-level labels (what tools/prepare_image_labels.py writes) cover train and val.
-    _save_json(os.path.join(root, "VOCdevkit", "VOC2012", "image_labels.json"), voc_labels)
-    _save_json(os.path.join(root, "COCO14", "image_labels.json"), coco14_labels)
+    save_json(voc_labels, os.path.join(root, "VOCdevkit", "VOC2012", "image_labels.json"), indent=0)
+    save_json(coco14_labels, os.path.join(root, "COCO14", "image_labels.json"), indent=0)
     return counts
 
 

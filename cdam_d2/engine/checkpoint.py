@@ -4,7 +4,7 @@ import os
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..weights import read_weights_file, resolve_weights
+from ..weights import WeightsError, read_weights_file, resolve_weights
 
 PICKLE_OPT_IN = ("set CDAM_D2.ALLOW_PICKLED_WEIGHTS True (e.g. on the command line) to load it with "
                  "full pickle")
@@ -90,7 +90,7 @@ class CoveringCheckpointer(DetectionCheckpointer):
             shapes = [f"{k}: {a} vs model {b}" for k, a, b in incompatible.incorrect_shapes[:5]]
             problems.append(f"{len(incompatible.incorrect_shapes)} have the wrong shape, e.g. {shapes}")
         if problems:
-            raise RuntimeError(
+            raise WeightsError(
                 f"The checkpoint given by {self._source} does not fit the model: " + "; ".join(problems)
                 + ". Check MODEL.* shape keys, and convert official checkpoints first (e.g. "
                 "tools/convert_*_checkpoint.py)."

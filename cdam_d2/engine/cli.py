@@ -1,7 +1,6 @@
 """``setup`` and ``main`` of ``tools/train_net.py``, kept in the package so tests and other
 projects' scripts can call them (``launch`` needs ``main`` importable in spawned workers)."""
 import logging
-import os
 
 import torch
 import yaml
@@ -15,6 +14,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_cdam_config
+from ..utils.cores import available_cores
 from .checkpoint import CoveringCheckpointer
 from .trainer import Trainer
 
@@ -95,7 +95,7 @@ def setup(args, add_config=add_cdam_config):
         logger.warning(message)
     if cfg.MODEL.DEVICE == "cpu" and comm.get_world_size() > 1:
         # Several CPU processes share the cores; oversubscribed threads slow everything down.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_world_size()))
+        torch.set_num_threads(available_cores())
     return cfg
 
 

@@ -108,26 +108,48 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_
         values = np.flatnonzero(per_value)
         invalid = dict(zip((values + num_classes).tolist(), per_value[values].tolist()))
         return conf, invalid
-    out_of_range = ((gt < 0) | (gt >= num_classes)) & (gt != ignore_label)
-    values, pixels = np.unique(gt[out_of_range], return_counts=True)
-    invalid = dict(zip(values.tolist(), pixels.tolist()))
-    labels = np.where(out_of_range | (gt == ignore_label), num_classes, gt).astype(np.int64)
+    labels = ignored_as_last_class(gt, num_classes, ignore_label).astype(np.int64)
     pairs = (num_classes + 1) * pred.astype(np.int64) + labels
     conf += np.bincount(pairs.reshape(-1), minlength=conf.size).reshape(conf.shape)
-    return conf, invalid
+    return conf, invalid_values(gt, num_classes, ignore_label)
 
 
-def ignored_as_last_class(gt: np.ndarray, num_classes: int, ignore_label: int) -> np.ndarray:
-    """(H, W) labels -> uint8 labels in [0, C]: ignored and out-of-range labels become C."""
-    import cv2
+def invalid_values(labels: np.ndarray, num_classes: int, ignore_label: int) -> dict:
+    """{value: pixel count} of the values of an (H, W) label map outside [0, C) other than ``ignore_label``."""
+    if labels.dtype == np.uint8:
+        import cv2
 
-    if gt.dtype == np.uint8:
+        counts = cv2.calcHist([labels.reshape(1, -1)], [0], None, [256], [0, 256]).reshape(-1)
+        values = [v for v in np.flatnonzero(counts) if v >= num_classes and v != ignore_label]
+        return {int(v): int(counts[v]) for v in values}
+    out_of_range = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_label)
+    values, pixels = np.unique(labels[out_of_range], return_counts=True)
+    return dict(zip(values.tolist(), pixels.tolist()))
+
+
+def invalid_values_message(invalid: dict, path: str, num_classes: int, ignore_label: int) -> str:
+    """The sentence naming the label map ``path`` and its ``invalid`` values (see :func:`invalid_values`)."""
+    return (f"Label map '{path}' has values {sorted(invalid)[:10]} outside [0, {num_classes}) that are not the "
+            f"ignore label {ignore_label} ({sum(invalid.values())} pixels).")
+
+
+def ignored_as_last_class(labels: np.ndarray, num_classes: int, ignore_label: int) -> np.ndarray:
+    """(H, W) labels -> labels in [0, C]: ``ignore_label`` and out-of-range values become C.
+
+    For label maps, C is the column of ignored pixels; for predictions (valid values only, the ignore
+    value of a pseudo-label map included) it is the row of pixels predicted as no class. The result
+    is uint8 up to C = 255 and int64 beyond, where bytes would wrap around.
+    """
+    if labels.dtype == np.uint8 and num_classes <= 255:
+        import cv2
+
         table = np.minimum(np.arange(256), num_classes).astype(np.uint8)
         if 0 <= ignore_label <= 255:
             table[ignore_label] = num_classes
-        return cv2.LUT(gt, table)
-    labelled = (gt >= 0) & (gt < num_classes) & (gt != ignore_label)
-    return np.where(labelled, gt, num_classes).astype(np.uint8)
+        return cv2.LUT(labels, table)
+    dtype = np.uint8 if num_classes <= 255 else np.int64
+    labelled = (labels >= 0) & (labels < num_classes) & (labels != ignore_label)
+    return np.where(labelled, labels, np.array(num_classes, dtype)).astype(dtype)
 
 
 def mask_boundary(label_map: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
@@ -237,20 +259,10 @@ def threshold_histogram(peak: np.ndarray, peak_class: np.ndarray, gt: np.ndarray
             of class c and label g (column C: ignored labels).
         invalid: {label value: pixel count} of the out-of-range label values.
     """
-    import cv2
-
     thresholds = np.asarray(thresholds, dtype=peak.dtype)
     if thresholds.ndim != 1 or np.any(np.diff(thresholds) <= 0):
         raise ValueError(f"thresholds must be a strictly ascending 1-D sequence, got {thresholds}")
     num_steps = len(thresholds) + 1
-    if gt.dtype == np.uint8:
-        value_counts = cv2.calcHist([gt.reshape(1, -1)], [0], None, [256], [0, 256]).reshape(-1)
-        values = [v for v in np.flatnonzero(value_counts) if v >= num_classes and v != ignore_label]
-        invalid = {int(v): int(value_counts[v]) for v in values}
-    else:
-        out_of_range = ((gt < 0) | (gt >= num_classes)) & (gt != ignore_label)
-        values, pixels = np.unique(gt[out_of_range], return_counts=True)
-        invalid = dict(zip(values.tolist(), pixels.tolist()))
     columns = ignored_as_last_class(gt, num_classes, ignore_label)
     steps = np.searchsorted(thresholds, peak.reshape(-1), side="left")
     rows = steps * num_classes + peak_class.reshape(-1)
@@ -260,7 +272,7 @@ def threshold_histogram(peak: np.ndarray, peak_class: np.ndarray, gt: np.ndarray
     else:
         keys = rows.astype(np.int64) * (num_classes + 1) + columns.reshape(-1)
         counts = np.bincount(keys, minlength=int(np.prod(shape)))
-    return counts.reshape(shape), invalid
+    return counts.reshape(shape), invalid_values(gt, num_classes, ignore_label)
 
 
 def threshold_confusion_matrices(hist: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ best class and score are computed once, and one histogram per image keyed by how
 the score exceeds gives every threshold's confusion matrix by cumulative sums
 (:func:`cdam_d2.evaluation.metrics.threshold_histogram`). Images are scored in parallel processes.
 """
-import json
 import logging
 import multiprocessing
 import os
@@ -27,7 +26,17 @@ from tqdm import tqdm
 
 from ..data.cam_io import read_cam_dict
 from ..data.label_io import read_label_map
-from .metrics import confusion_matrix, segmentation_metrics, threshold_confusion_matrices, threshold_histogram
+from ..utils.cores import available_cores
+from ..utils.files import save_json
+from .metrics import (
+    confusion_matrix,
+    ignored_as_last_class,
+    invalid_values,
+    invalid_values_message,
+    segmentation_metrics,
+    threshold_confusion_matrices,
+    threshold_histogram,
+)
 
 __all__ = ["PREDICTION_TYPES", "GroundTruth", "FolderScore", "score_folder", "folder_metrics", "format_report",
            "curve_thresholds", "cam_peaks"]
@@ -98,8 +107,7 @@ def cam_peaks(cams: Dict[int, np.ndarray], shape, num_classes: int):
 
 def _check_labels(invalid, label_path, num_classes, ignore_label):
     if invalid:
-        raise ValueError(f"Label map '{label_path}' has values {sorted(invalid)[:_SHOWN]} outside [0, {num_classes}) "
-                         f"that are not the ignore label {ignore_label} ({sum(invalid.values())} pixels).")
+        raise ValueError(invalid_values_message(invalid, label_path, num_classes, ignore_label))
 
 
 def _check_size(prediction_path, size, label_path, label_size):
@@ -109,21 +117,14 @@ def _check_size(prediction_path, size, label_path, label_size):
 
 
 def _png_prediction(path, num_classes, ignore_label):
-    """(H, W) uint8 prediction in [0, C] (C = the ignore label: no class) of a label PNG."""
-    import cv2
-
+    """(H, W) prediction in [0, C] (C = the ignore label: no class) of a label PNG."""
     pred = read_label_map(path)
-    if pred.dtype == np.uint8:
-        counts = cv2.calcHist([pred.reshape(1, -1)], [0], None, [256], [0, 256]).reshape(-1)
-        values = np.flatnonzero(counts)
-    else:
-        values = np.unique(pred)
-    bad = [int(v) for v in values if v >= num_classes and v != ignore_label]
-    if bad or (values.size and values.min() < 0):
-        raise ValueError(f"Prediction '{path}' has values {bad[:_SHOWN] or sorted(values)[:_SHOWN]} outside "
-                         f"[0, {num_classes}) that are not the ignore label {ignore_label}; label PNGs must "
-                         "hold class indices (tools/export_pseudo_labels.py writes them).")
-    return np.where(pred == ignore_label, num_classes, pred).astype(np.uint8 if num_classes < 256 else np.int64)
+    bad = invalid_values(pred, num_classes, ignore_label)
+    if bad:
+        raise ValueError(f"Prediction '{path}' has values {sorted(bad)[:_SHOWN]} outside [0, {num_classes}) that "
+                         f"are not the ignore label {ignore_label}; label PNGs must hold class indices "
+                         "(tools/export_pseudo_labels.py writes them).")
+    return ignored_as_last_class(pred, num_classes, ignore_label)
 
 
 def _cam_peaks_of_file(path, num_classes, label_size):
@@ -149,7 +150,8 @@ def _score_chunk(job):
     for prediction_path, label_path in items:
         gt = read_label_map(label_path)
         if prediction_path is None:  # missing: an all-ignore prediction, every labelled pixel a miss
-            counts, invalid = confusion_matrix(np.full(gt.shape, num_classes, np.uint8), gt, num_classes, ignore_label)
+            no_class = np.full(gt.shape, num_classes, np.uint8 if num_classes <= 255 else np.int64)
+            counts, invalid = confusion_matrix(no_class, gt, num_classes, ignore_label)
             _check_labels(invalid, label_path, num_classes, ignore_label)
             conf += counts
             continue
@@ -191,10 +193,6 @@ def _pair_files(items: Sequence[GroundTruth], folder: str, kind: str, allow_miss
     return pairs, missing
 
 
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def score_folder(items: Sequence[GroundTruth], folder: str, kind: str, num_classes: int, ignore_label: int,
                  thresholds: Optional[Sequence[float]] = None, workers: int = 0, allow_missing: bool = False,
                  progress: bool = True) -> FolderScore:
@@ -218,7 +216,7 @@ def score_folder(items: Sequence[GroundTruth], folder: str, kind: str, num_class
     if missing:
         logger.warning("%d of %d images have no prediction file in %s; they are scored as all-ignore predictions "
                        "(every labelled pixel a miss), e.g. %s", len(missing), len(items), folder, missing[:_SHOWN])
-    workers = workers or default_workers()
+    workers = workers or available_cores()
     thresholds = [float(t) for t in thresholds] if kind == "npy" else []
     # Chunks amortise the transfer of the (large, for sweeps) histograms; small enough for a moving bar.
     size = max(1, min(256 if kind == "npy" else 32, len(pairs) // (workers * 16)))
@@ -243,9 +241,13 @@ def score_folder(items: Sequence[GroundTruth], folder: str, kind: str, num_class
             if pool is not None:
                 pool.terminate()
                 pool.join()
-    if kind == "png":
-        return FolderScore(conf[None], [None], missing)
-    return FolderScore(threshold_confusion_matrices(hist) + conf, thresholds, missing)
+    confusions = conf[None] if kind == "png" else threshold_confusion_matrices(hist) + conf
+    # Columns [0, C) of every row, the no-class row included, hold the labelled pixels of the ground truth.
+    if confusions[0, :, :-1].sum() == 0:
+        raise ValueError(f"The label maps of the {len(items)} images have no labelled pixel: every pixel is the "
+                         f"ignore label {ignore_label} (e.g. '{items[0].label_path}'), so there is nothing to "
+                         "score; check the dataset's label maps and its ignore_label.")
+    return FolderScore(confusions, [None] if kind == "png" else thresholds, missing)
 
 
 def folder_metrics(score: FolderScore, class_names: Sequence[str], convention: str = "release") -> Dict:
@@ -253,8 +255,6 @@ def folder_metrics(score: FolderScore, class_names: Sequence[str], convention: s
     (×100) under ``convention``; for several thresholds also ``best`` (the highest mIoU, the first on
     ties) and ``first_peak`` (where the release's sweep stops: the last threshold before the first one
     that does not improve the mIoU)."""
-    if score.confusions[0, :-1, :-1].sum() == 0:
-        raise ValueError("no labelled pixel was scored")
     results = []
     for threshold, conf in zip(score.thresholds, score.confusions):
         metrics = segmentation_metrics(conf, class_names, convention)
@@ -318,8 +318,7 @@ def format_report(report: Dict, class_names: Sequence[str]) -> str:
 
 
 def write_report(report: Dict, path: str) -> None:
-    """Write the report as JSON, atomically (NaN as null)."""
-    from ..utils.files import write_atomically
+    """Write the report as JSON, atomically, in its own key order (NaN, which JSON lacks, as null)."""
 
     def clean(value):
         if isinstance(value, dict):
@@ -328,11 +327,4 @@ def write_report(report: Dict, path: str) -> None:
             return [clean(item) for item in value]
         return None if isinstance(value, float) and np.isnan(value) else value
 
-    def write(temporary):
-        with open(temporary, "w") as f:
-            json.dump(clean(report), f, indent=2)
-            f.write("\n")
-
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    write_atomically(path, write)
+    save_json(clean(report), path, indent=2, sort_keys=False)

@@ -17,6 +17,7 @@ from .metrics import (
     boundary_confusion_matrix,
     confusion_matrix,
     ignored_as_last_class,
+    invalid_values_message,
     segmentation_metrics,
 )
 from .rle import encode_label_masks
@@ -62,7 +63,10 @@ class SemSegEvaluator(DatasetEvaluator):
             num_classes, ignore_label: deprecated, as in Detectron2: ``num_classes`` must equal
                 ``len(stuff_classes)``; ``ignore_label`` replaces the metadata's.
             convention: "detectron2" (classes absent from the ground truth are left out of the
-                means) or "mmseg" (a predicted class absent from the ground truth has IoU 0).
+                means), "mmseg" (a predicted class absent from the ground truth has IoU 0) or
+                "release" (the WSSS releases' script: every class is in the means, a class absent
+                from both prediction and ground truth with IoU 0); see ``segmentation_metrics``.
+                Any other value raises.
             strict: raise on a label value outside [0, C) that is not ``ignore_label``. When
                 False, such label pixels are counted as ignored, and their number is logged as a
                 warning. A prediction/label size mismatch always raises.
@@ -194,16 +198,13 @@ class SemSegEvaluator(DatasetEvaluator):
 
     def _report_invalid_labels(self, invalid, gt_path):
         """Raise (strict) or count label values outside [0, C) that are not the ignore label."""
-        pixels = sum(invalid.values())
         if not self._strict:
-            self._invalid_pixels += pixels
+            self._invalid_pixels += sum(invalid.values())
             return
         raise ValueError(
-            f"Label map '{gt_path}' has values {sorted(invalid)[:10]} outside "
-            f"[0, {self._num_classes}) that are not the ignore label {self._ignore_label} "
-            f"({pixels} pixels). Check that the dataset's label maps store class indices "
-            "(tools/prepare_*.py write them) and that its stuff_classes match them; or set "
-            "CDAM_D2.EVALUATOR.STRICT False to count such pixels as ignored."
+            f"{invalid_values_message(invalid, gt_path, self._num_classes, self._ignore_label)} Check that "
+            "the dataset's label maps store class indices (tools/prepare_*.py write them) and that its "
+            "stuff_classes match them; or set CDAM_D2.EVALUATOR.STRICT False to count such pixels as ignored."
         )
 
     def encode_json_sem_seg(self, sem_seg, input_file_name):

@@ -1,1 +1,2 @@
-"""Small shared utilities (no Detectron2): atomic, resumable file writing."""
+"""Small shared utilities (no Detectron2): atomic, resumable file writing (``files``), unpickling numpy
+arrays without running code (``array_pickle``), the usable CPU count (``cores``)."""

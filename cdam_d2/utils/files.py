@@ -112,24 +112,27 @@ def save_label_png(label, path, palette=None):
     write_atomically(path, lambda temp_path: image.save(temp_path, format="PNG"))
 
 
-def save_json(obj, path):
-    """Write ``obj`` as JSON (sorted keys) atomically."""
+def save_json(obj, path, indent=None, sort_keys=True):
+    """Write ``obj`` as JSON (``json.dump``'s ``indent`` and ``sort_keys``, then a newline) atomically,
+    creating the file's folder."""
 
     def write(temp_path):
         with open(temp_path, "w") as f:
-            json.dump(obj, f, sort_keys=True)
+            json.dump(obj, f, indent=indent, sort_keys=sort_keys)
             f.write("\n")
 
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomically(path, write)
 
 
 def save_lines(lines, path):
-    """Write one entry per line (with a trailing newline) atomically."""
+    """Write one entry per line (with a trailing newline) atomically, creating the file's folder."""
 
     def write(temp_path):
         with open(temp_path, "w") as f:
             f.writelines(f"{line}\n" for line in lines)
 
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomically(path, write)
 
 

@@ -94,7 +94,7 @@ class PanelTilesTest(unittest.TestCase):
         without_gt = panel_tiles(model, image, [2], NAMES)
         self.assertEqual([t.title for t in without_gt[:3]], ["input", "pseudo-label", "prediction"])
         self.assertEqual(len(without_gt), 3 + 4)
-        with self.assertRaisesRegex(ValueError, "class 4 is outside 1..3"):
+        with self.assertRaisesRegex(ValueError, r"image_labels \[4\] must lie in \[1, 3\]"):
             panel_tiles(model, image, [4], NAMES)
 
     def test_drawn_panel_has_one_row_per_class(self):

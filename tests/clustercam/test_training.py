@@ -152,7 +152,7 @@ class TestEvaluationContext(unittest.TestCase):
         self.assertEqual((model.test_scales, model.crf is not None), ((0.75, 1.0), True))  # restored
 
     def test_default_worker_count(self):
-        from cdam_d2.clustercam.modeling import available_cores
+        from cdam_d2.utils.cores import available_cores
         from cdam_d2.clustercam.recipe import crf_workers_from_cfg
 
         self.assertEqual(crf_workers_from_cfg(self.cfg("MODEL.CLUSTERCAM.TEST.CRF.NUM_WORKERS", "0",

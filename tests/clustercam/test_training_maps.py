@@ -9,6 +9,7 @@ import tempfile
 import unittest
 
 import torch
+from PIL import Image
 
 from tests.helpers import CLUSTERCAM_TOY_CONFIG, REPO, RegisteredToyDatasets, requires_detectron2, slow, toy_cfg
 
@@ -21,7 +22,8 @@ class MonitorTest(RegisteredToyDatasets, unittest.TestCase):
         from detectron2.data import DatasetCatalog, MetadataCatalog
         from detectron2.modeling import build_model
 
-        from cdam_d2.clustercam.quality import TrainingMapsMonitor, spread_subset
+        from cdam_d2.clustercam.quality import TrainingMapsMonitor
+        from cdam_d2.data.datasets import spread_subset
         from cdam_d2.evaluation.prediction_folder import GroundTruth, folder_metrics, score_folder
 
         cfg = toy_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PSEUDO_LABEL_IMAGES", "3")
@@ -62,10 +64,95 @@ class MonitorTest(RegisteredToyDatasets, unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "PSEUDO_LABEL_IMAGES must be >= 0"):
             TrainingMapsMonitor(toy_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PSEUDO_LABEL_IMAGES",
                                         "-2"))
-        past = TrainingMapsMonitor(toy_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PANEL_IMAGE",
-                                           "999"))
-        with self.assertRaisesRegex(ValueError, "PANEL_IMAGE 999 is past the 16 images"):
-            past.panel(None)
+        with self.assertRaisesRegex(ValueError, "PANEL_IMAGE must be -1 .off. or the index of a training image, got -2"):
+            TrainingMapsMonitor(toy_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PANEL_IMAGE", "-2"))
+        last = TrainingMapsMonitor(toy_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PANEL_IMAGE", "15"))
+        self.assertEqual(len(last.records()), 16)
+
+    def test_a_panel_image_past_the_training_split_fails_when_the_hooks_are_built(self):
+        from cdam_d2.clustercam.hooks import clustercam_hooks
+
+        cfg = toy_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PANEL_IMAGE", "16")
+        # Before any trainer or hook is used: the check needs only the config and the training split.
+        with self.assertRaisesRegex(ValueError, r"MODEL\.CLUSTERCAM\.TEST\.IN_TRAINING\.PANEL_IMAGE 16 is past the "
+                                                rf"16 images of '{DATASET}' \(DATASETS\.TRAIN\[0\]\)"):
+            clustercam_hooks(cfg, trainer=None, hooks=[])
+
+    def test_the_maps_are_computed_in_eval_mode_and_the_mode_is_restored(self):
+        from detectron2.modeling import build_model
+
+        from cdam_d2.clustercam.quality import TrainingMapsMonitor
+
+        cfg = toy_cfg(CLUSTERCAM_TOY_CONFIG, "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PSEUDO_LABEL_IMAGES", "2")
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        modes = []
+
+        def recording(method):
+            def run(*args, **kwargs):
+                modes.append((method.__name__, model.training, model.net.training))
+                return method(*args, **kwargs)
+            return run
+
+        for name in ("class_activation_maps", "refine_pseudo_labels"):
+            setattr(model, name, recording(getattr(model, name)))
+        for was_training in (True, False):
+            modes.clear()
+            model.train(was_training)
+            TrainingMapsMonitor(cfg).scores(model)
+            self.assertEqual(modes, [("class_activation_maps", False, False), ("refine_pseudo_labels", False, False)] * 2)
+            self.assertEqual((model.training, model.net.training), (was_training, was_training))
+
+
+@requires_detectron2
+class InvalidLabelsTest(RegisteredToyDatasets, unittest.TestCase):
+    """Label values outside [0, C) that are not the ignore label, in the scored training subset."""
+
+    def subset_dataset(self, name, value):
+        """A two-image dataset (the first and last of the toy training split, those PSEUDO_LABEL_IMAGES 2 scores)
+        whose first label map has ``value`` in a 4x5 block; returns that label map's path."""
+        from detectron2.data import DatasetCatalog
+
+        from cdam_d2.data.label_io import read_label_map
+
+        records = DatasetCatalog.get(DATASET)
+        subset = [dict(records[0]), dict(records[-1])]
+        labels = read_label_map(subset[0]["sem_seg_file_name"])
+        labels[2:6, 3:8] = value
+        path = os.path.join(self.folder.name, f"{name}.png")
+        Image.fromarray(labels).save(path)
+        subset[0]["sem_seg_file_name"] = path
+        DatasetCatalog.register(name, lambda: subset)
+        self.addCleanup(DatasetCatalog.remove, name)
+        return path
+
+    def setUp(self):
+        self.folder = tempfile.TemporaryDirectory()
+        self.addCleanup(self.folder.cleanup)
+
+    def monitor_scores(self, dataset, model, *opts):
+        from cdam_d2.clustercam.quality import TrainingMapsMonitor
+
+        cfg = toy_cfg(CLUSTERCAM_TOY_CONFIG, "DATASETS.TRAIN", f"('{dataset}',)",
+                      "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PSEUDO_LABEL_IMAGES", "2",
+                      "MODEL.CLUSTERCAM.TEST.IN_TRAINING.PANEL_IMAGE", "-1", *opts)
+        return TrainingMapsMonitor(cfg).scores(model)
+
+    def test_strict_raises_naming_the_file_else_they_count_as_ignored_with_a_warning(self):
+        from detectron2.modeling import build_model
+
+        invalid_path = self.subset_dataset("cdam_test_monitor_invalid", 77)
+        self.subset_dataset("cdam_test_monitor_ignored", 255)
+        torch.manual_seed(0)
+        model = build_model(toy_cfg(CLUSTERCAM_TOY_CONFIG))
+        with self.assertRaisesRegex(ValueError, rf"Label map '{invalid_path}' has values \[77\] outside \[0, 21\) that "
+                                                r"are not the ignore label 255 \(20 pixels\)\..*STRICT False"):
+            self.monitor_scores("cdam_test_monitor_invalid", model)
+        self.assertTrue(model.training)  # restored after the error
+        with self.assertLogs("cdam_d2.clustercam.quality", level="WARNING") as logs:
+            lenient = self.monitor_scores("cdam_test_monitor_invalid", model, "CDAM_D2.EVALUATOR.STRICT", "False")
+        self.assertIn("20 label pixels of the pseudo-label subset of 'cdam_test_monitor_invalid'", "\n".join(logs.output))
+        self.assertEqual(lenient, self.monitor_scores("cdam_test_monitor_ignored", model))
 
 
 @slow

@@ -73,6 +73,30 @@ class VisualizeToolTest(RegisteredToyDatasets, unittest.TestCase):
                 self.assertEqual(code, 2)
                 self.assertIn(message, err)
 
+    def test_errors_building_the_model_are_usage_errors(self):
+        with tempfile.TemporaryDirectory() as folder:
+            bad_key_file = os.path.join(folder, "bad_key.yaml")
+            with open(bad_key_file, "w") as f:
+                f.write(f"_BASE_: {CLUSTERCAM_TOY_CONFIG}\nMODEL:\n  NO_SUCH_KEY: 1\n")
+            damaged = os.path.join(folder, "damaged.pth")
+            with open(damaged, "wb") as f:
+                f.write(b"not a checkpoint")
+            missing = os.path.join(folder, "missing.pth")
+            for config, opts, message in (
+                (CLUSTERCAM_TOY_CONFIG, ["MODEL.WEIGHTS", missing], f"MODEL.WEIGHTS: weights file '{missing}' does not"),
+                (CLUSTERCAM_TOY_CONFIG, ["MODEL.WEIGHTS", damaged], f"'{damaged}', given by MODEL.WEIGHTS, cannot be read"),
+                (CDAM_TOY_CONFIG, ["MODEL.CDAM.NO_SUCH_KEY", "1"], "Non-existent key: MODEL.CDAM.NO_SUCH_KEY"),
+                (bad_key_file, [], "Non-existent config key: MODEL.NO_SUCH_KEY"),
+            ):
+                with self.subTest(opts=opts or config):
+                    code, _, err = self.run_tool("--config-file", config, "--dataset", TRAIN_AUG, "--num", "1",
+                                                 "--output", os.path.join(folder, "panels"), "MODEL.DEVICE", "cpu",
+                                                 *opts)
+                    self.assertEqual(code, 2)
+                    self.assertNotIn("Traceback", err)
+                    self.assertIn(f"error: {message}", err.splitlines()[-1])
+                    self.assertFalse(os.path.exists(os.path.join(folder, "panels")))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -94,6 +94,18 @@ def write_folders(root, num_images=9, seed=0):
     return folders, data
 
 
+def write_all_ignore_labels(root, data):
+    """Label maps of ``data``'s images that hold only the ignore value (``<id>.gt``, PNG) and their
+    predictions (``<id>.png``) in ``root``; returns the (image id, label path) pairs."""
+    pairs = []
+    for image_id, gt, pred, _ in data:
+        label_path = os.path.join(root, image_id + ".gt")
+        Image.fromarray(np.full(gt.shape, IGNORE, np.uint8)).save(label_path, format="PNG")
+        Image.fromarray(pred).save(os.path.join(root, image_id + ".png"))
+        pairs.append((image_id, label_path))
+    return pairs
+
+
 def load_tool():
     return SimpleNamespace(**runpy.run_path(os.path.join(REPO, "tools", "evaluate_predictions.py")))
 
@@ -214,6 +226,61 @@ class ReleaseFormulaTest(unittest.TestCase):
             with self.assertRaisesRegex(ValueError, rf"{image_id}.png' has values \[9\]"):
                 self.score("png", folder=folder, allow_missing=True)
 
+    def test_all_ignore_prediction_files_count_every_labelled_pixel_as_a_miss(self):
+        with tempfile.TemporaryDirectory() as folder:
+            predictions = []
+            for image_id, gt, _, _ in self.data:
+                predictions.append(np.full(gt.shape, IGNORE, np.uint8))
+                Image.fromarray(predictions[-1]).save(os.path.join(folder, image_id + ".png"))
+            result = self.score("png", folder=folder)["results"][0]
+        self.assert_matches(result, release_scores(predictions, [gt for _, gt, _, _ in self.data]))
+        self.assertEqual(result["mIoU"], 0.0)
+        self.assertGreater(result["FN"], 99.0)  # every labelled class missed entirely
+
+    def test_label_maps_without_a_labelled_pixel_are_an_error_about_the_ground_truth(self):
+        from cdam_d2.evaluation.prediction_folder import GroundTruth, score_folder
+
+        with tempfile.TemporaryDirectory() as root:
+            items = [GroundTruth(*pair) for pair in write_all_ignore_labels(root, self.data[:2])]
+            with self.assertRaisesRegex(ValueError, r"label maps of the 2 images have no labelled pixel: every pixel "
+                                                    r"is the ignore label 255 \(e\.g\. '.*img_000\.gt'\)"):
+                score_folder(items, root, "png", NUM_CLASSES, IGNORE, workers=1, progress=False)
+
+    def test_cam_dictionaries_of_300_classes_and_a_missing_file_against_a_pixel_count(self):
+        # Classes and labels past 255 (16-bit label maps), and the no-class row 300, must not wrap around in bytes.
+        from cdam_d2.evaluation.prediction_folder import GroundTruth, score_folder
+
+        num_classes, ignore_label, thresholds = 300, 1000, [0.25, 0.5]
+        rng = np.random.default_rng(5)
+        with tempfile.TemporaryDirectory() as root:
+            items, expected = [], np.zeros((len(thresholds), num_classes + 1, num_classes + 1), np.int64)
+            for index in range(3):
+                image_id, shape = f"wide_{index}", (11 + index, 13)
+                gt = rng.integers(250, num_classes, size=shape).astype(np.uint16)
+                gt[rng.random(shape) < 0.1] = ignore_label
+                label_path = os.path.join(root, image_id + ".gt")
+                Image.fromarray(gt).save(label_path, format="PNG")
+                items.append(GroundTruth(image_id, label_path))
+                columns = np.where(gt == ignore_label, num_classes, gt)
+                if index == 1:  # no prediction file: every pixel predicted as no class
+                    for step in range(len(thresholds)):
+                        np.add.at(expected[step], (np.full(shape, num_classes), columns), 1)
+                    continue
+                keys = sorted(rng.choice(np.arange(250, num_classes - 1), size=3, replace=False).tolist())
+                cams = {key: rng.random(shape).astype(np.float32) for key in keys}
+                np.save(os.path.join(root, image_id + ".npy"), cams)
+                for step, threshold in enumerate(thresholds):
+                    scores = np.zeros((num_classes, *shape), np.float32)
+                    scores[0] = threshold
+                    for key, cam in cams.items():
+                        scores[key + 1] = cam
+                    np.add.at(expected[step], (scores.argmax(axis=0), columns), 1)
+            score = score_folder(items, root, "npy", num_classes, ignore_label, thresholds, workers=1,
+                                 allow_missing=True, progress=False)
+        self.assertEqual(score.missing, ["wide_1"])
+        self.assertGreater(int(expected[:, 256:num_classes].sum()), 0)  # the counts past 255 are exercised
+        self.assertTrue(np.array_equal(score.confusions, expected))
+
     def test_bad_cam_files_are_named(self):
         with tempfile.TemporaryDirectory() as folder:
             for image_id, gt, _, cams in self.data:
@@ -281,6 +348,22 @@ class EvaluatePredictionsToolTest(unittest.TestCase):
         self.assertIn(f"Best background threshold {best:.2f}", out)
         self.assertIn(f"Per-class IoU at background threshold {best:.2f} [release convention]", out)
 
+    def test_report_json_keeps_its_key_order_and_writes_nan_as_null(self):
+        from cdam_d2.evaluation.prediction_folder import write_report
+
+        report = {"convention": "detectron2", "missing": [],
+                  "results": [{"threshold": None, "mIoU": 50.0, "IoU": {"b": float("nan"), "a": 50.0}}]}
+        path = os.path.join(self._tmp.name, "new folder", "report.json")
+        write_report(report, path)
+        with open(path) as f:
+            text = f.read()
+        self.assertEqual(json.loads(text), {"convention": "detectron2", "missing": [],
+                                            "results": [{"threshold": None, "mIoU": 50.0,
+                                                         "IoU": {"b": None, "a": 50.0}}]})
+        self.assertLess(text.index('"convention"'), text.index('"missing"'))
+        self.assertLess(text.index('"b"'), text.index('"a"'))
+        self.assertNotIn("NaN", text)
+
     def test_detectron2_convention_leaves_out_classes_absent_from_the_labels(self):
         from cdam_d2.evaluation.metrics import confusion_matrix, segmentation_metrics
 
@@ -309,6 +392,40 @@ class EvaluatePredictionsToolTest(unittest.TestCase):
         self.assertIn("nowhere' does not exist", err)
         code, _, err = self.tool.main(["--dataset", "no_such_dataset", "--predictions", "x"]), None, None
         self.assertEqual(code, 2)
+
+    def test_scoring_errors_are_named_and_only_input_errors_are_caught(self):
+        from unittest import mock
+
+        image_id, gt = self.data[2][:2]
+        with tempfile.TemporaryDirectory() as folder:
+            for other_id, _, pred, _ in self.data:
+                Image.fromarray(pred).save(os.path.join(folder, other_id + ".png"))
+            Image.fromarray(np.full(gt.shape, 9, np.uint8)).save(os.path.join(folder, image_id + ".png"))
+            code, out, err = self.run_tool("--predictions", folder)
+        self.assertEqual(code, 2)
+        self.assertRegex(err, rf"(?m)^error: Prediction '.*{image_id}\.png' has values \[9\]")
+        self.assertEqual(out, "")
+        # A fault of the scorer itself is not an input error: it surfaces with its traceback.
+        with mock.patch("cdam_d2.evaluation.prediction_folder.score_folder", side_effect=KeyError("internal")):
+            with self.assertRaises(KeyError):
+                self.run_tool("--predictions", self.folders["png"])
+
+    def test_ground_truth_without_a_labelled_pixel_is_a_named_input_error(self):
+        from detectron2.data import DatasetCatalog, MetadataCatalog
+
+        name = self.DATASET + "_all_ignore"
+        with tempfile.TemporaryDirectory() as root:
+            records = [{"file_name": image_id + ".jpg", "image_id": image_id, "sem_seg_file_name": label_path}
+                       for image_id, label_path in write_all_ignore_labels(root, self.data[:2])]
+            DatasetCatalog.register(name, lambda: records)
+            MetadataCatalog.get(name).set(stuff_classes=NAMES, ignore_label=IGNORE)
+            self.addCleanup(DatasetCatalog.remove, name)
+            self.addCleanup(MetadataCatalog.remove, name)
+            out, err = StringIO(), StringIO()
+            with redirect_stdout(out), redirect_stderr(err):
+                code = self.tool.main(["--dataset", name, "--workers", "1", "--predictions", root])
+        self.assertEqual(code, 2)
+        self.assertIn("error: The label maps of the 2 images have no labelled pixel", err.getvalue())
 
 
 if __name__ == "__main__":

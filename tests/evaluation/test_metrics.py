@@ -193,6 +193,16 @@ class MetricsTest(unittest.TestCase):
         expected[0, 3] = 4  # 255 is out of range when the ignore label is 0
         self.assertTrue(np.array_equal(ignored_as_last_class(gt, 4, 0), expected))
 
+    def test_ignored_as_last_class_beyond_255_classes_keeps_every_value(self):
+        # With 300 classes the last class (the ignored column / no-class row) is 300: bytes would wrap it to 44.
+        gt = np.array([[0, 254, 255, 17]], dtype=np.uint8)
+        for labels, ignore_label in ((gt, 255), (gt.astype(np.int32), 255), (np.array([[299, 300, -1, 256]]), -1)):
+            with self.subTest(dtype=labels.dtype, ignore_label=ignore_label):
+                got = ignored_as_last_class(labels, 300, ignore_label)
+                expected = [[300 if v == ignore_label or not 0 <= v < 300 else v for v in row] for row in labels.tolist()]
+                self.assertEqual(got.tolist(), expected)
+                self.assertEqual(got.dtype, np.int64)
+
     def test_rle_of_each_label_equals_pycocotools(self):
         import pycocotools.mask as mask_util
 

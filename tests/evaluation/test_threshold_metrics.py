@@ -74,6 +74,28 @@ class ThresholdHistogramTest(unittest.TestCase):
     def test_many_classes(self):
         self.check(81, [i / 100 for i in range(20, 60, 5)], seed=1)  # generic path: too many bins for 16 bits
 
+    def test_more_than_255_classes_against_a_pixel_by_pixel_count(self):
+        # Labels and classes past 255 (and the last class 300 for ignored labels) must not wrap around in bytes.
+        num_classes, ignore_label = 300, 1000
+        rng = np.random.default_rng(2)
+        shape = (19, 23)
+        peak = rng.random(shape).astype(np.float32)
+        peak_class = rng.integers(1, num_classes, size=shape)
+        gt = rng.integers(0, num_classes, size=shape).astype(np.int32)
+        gt[rng.random(shape) < 0.1] = ignore_label
+        gt[0, 0], gt[0, 1] = num_classes + 7, -3  # invalid: reported, kept with the ignored
+        self.assertGreater(int((gt[gt < num_classes] >= 256).sum()), 0)
+        thresholds = [0.2, 0.5, 0.7]
+        hist, invalid = threshold_histogram(peak, peak_class, gt, thresholds, num_classes, ignore_label)
+        self.assertEqual(invalid, {num_classes + 7: 1, -3: 1})
+        confusions = threshold_confusion_matrices(hist)
+        for index, threshold in enumerate(thresholds):
+            expected = np.zeros((num_classes + 1, num_classes + 1), np.int64)
+            for score, best, label in zip(peak.ravel().tolist(), peak_class.ravel().tolist(), gt.ravel().tolist()):
+                row = best if score > threshold else 0
+                expected[row, label if 0 <= label < num_classes else num_classes] += 1
+            self.assertTrue(np.array_equal(confusions[index], expected), threshold)
+
     def test_thresholds_must_ascend(self):
         with self.assertRaisesRegex(ValueError, "ascending"):
             threshold_histogram(np.zeros((2, 2), np.float32), np.ones((2, 2), np.uint8), np.zeros((2, 2), np.uint8),

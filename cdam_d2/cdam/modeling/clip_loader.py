@@ -31,7 +31,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from ...weights import read_weights_file, resolve_weights
+from ...weights import WeightsError, read_weights_file, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def resolve_clip_weights(model_name: str, weights: str, force_quick_gelu: bool =
     Raises:
         FileNotFoundError: ``weights`` looks like a path but no such file exists.
         ValueError: ``weights`` is neither a file nor a pretrained tag of ``model_name``.
-        RuntimeError: the tag's weights cannot be downloaded (e.g. offline); the message says how to pass a file.
+        WeightsError: the tag's weights cannot be downloaded (e.g. offline); the message says how to pass a file.
     """
     import open_clip
 
@@ -191,12 +191,12 @@ def resolve_clip_weights(model_name: str, weights: str, force_quick_gelu: bool =
     try:
         path = open_clip.download_pretrained(pretrained_cfg, cache_dir=cache_dir)
     except Exception as error:  # network and hub errors come in many types
-        raise RuntimeError(
+        raise WeightsError(
             f"Could not obtain the open_clip weights {model_name!r} / {weights!r} ({error}). When offline, "
             f"download the checkpoint elsewhere (e.g. OpenAI's ViT-B-16.pt) and pass it as a local file: "
             f"MODEL.CDAM.CLIP_WEIGHTS /path/to/file.pt") from error
     if not path:
-        raise RuntimeError(f"open_clip found no download source for {model_name!r} / {weights!r}; "
+        raise WeightsError(f"open_clip found no download source for {model_name!r} / {weights!r}; "
                            f"pass a local file: MODEL.CDAM.CLIP_WEIGHTS /path/to/file.pt")
     # open_clip >= 2.27 marks QuickGELU tags; older versions load every "openai" tag as QuickGELU.
     quick_gelu = force_quick_gelu or bool(pretrained_cfg.get("quick_gelu", weights == "openai"))

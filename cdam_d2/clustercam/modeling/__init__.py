@@ -1,6 +1,6 @@
 """ClusterCAM (Kim & Kim, IEEE Access 2024) as plain torch modules; no Detectron2 import here."""
 from .blocks import ClusterAttention, ClusterBlock, soft_kmeans
-from .crf import CRFParams, CRFWorkerError, CRFWorkerPool, DenseCRFPostProcessor, available_cores, dense_crf
+from .crf import CRFParams, CRFWorkerError, CRFWorkerPool, DenseCRFPostProcessor, dense_crf
 from .inference import multiscale_segmentation_probs
 from .losses import balanced_segmentation_loss, classification_loss
 from .network import ClusterCAMNet, LargeFOV, interpolate_patch_pos_embed

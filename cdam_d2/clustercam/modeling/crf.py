@@ -18,8 +18,7 @@ from multiprocessing.connection import Connection, wait
 
 from .crf_worker import CRFParams, dense_crf
 
-__all__ = ["CRFParams", "dense_crf", "CRFWorkerError", "CRFWorkerPool", "DenseCRFPostProcessor",
-           "available_cores"]
+__all__ = ["CRFParams", "dense_crf", "CRFWorkerError", "CRFWorkerPool", "DenseCRFPostProcessor"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +27,6 @@ WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crf_wo
 
 class CRFWorkerError(RuntimeError):
     """A dense-CRF worker process died or the pool was used after it broke."""
-
-
-def available_cores():
-    """Cores this process may use, shared among the processes of a distributed run."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    world_size = 1
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            world_size = dist.get_world_size()
-    except ImportError:
-        pass
-    return max(1, cores // world_size)
 
 
 class _Worker:

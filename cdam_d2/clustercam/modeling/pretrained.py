@@ -4,7 +4,7 @@ import logging
 
 import torch
 
-from ...weights import read_weights_file, resolve_weights
+from ...weights import WeightsError, read_weights_file, resolve_weights
 from .network import interpolate_patch_pos_embed
 
 __all__ = [
@@ -127,7 +127,7 @@ def load_deit_state_dict(source):
 
         return timm.create_model(resolved.value, pretrained=True, num_classes=0).state_dict()
     except Exception as exc:  # network, hub and timm errors come in many types
-        raise RuntimeError(
+        raise WeightsError(
             f"could not load the pretrained weights {resolved.describe()} given by {PRETRAINED_KEY} "
             f"({type(exc).__name__}: {exc}). Offline? Download deit_small_patch16_224-cd65a155.pth and set "
             f"{PRETRAINED_KEY} to its path, or set it to 'random' to start from random weights.") from exc

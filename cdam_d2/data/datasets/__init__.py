@@ -1,7 +1,7 @@
 """Dataset layouts and readers. Importing this module needs no detectron2; ``register`` does."""
 from .builtin_meta import COCO81_CLASSES, CONTEXT60_CLASSES, VOC21_CLASSES, pascal_colormap
 from .layouts import LAYOUTS, SemSegLayout
-from .loader import default_datasets_root, load_sem_seg_records
+from .loader import default_datasets_root, load_sem_seg_records, spread_subset
 from .pseudo_labels import register_pseudo_label_dataset
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "load_sem_seg_records",
     "pascal_colormap",
     "register_pseudo_label_dataset",
+    "spread_subset",
 ]

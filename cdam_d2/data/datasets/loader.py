@@ -1,7 +1,10 @@
-"""Build Detectron2-style dataset records from a :class:`SemSegLayout` (no detectron2 needed)."""
+"""Build Detectron2-style dataset records from a :class:`SemSegLayout`, and pick a fixed, evenly spread
+subset of them (no detectron2 needed)."""
 import json
 import os
 from typing import Dict, List
+
+import numpy as np
 
 from ..label_io import stock_reader_problem
 from .layouts import SemSegLayout
@@ -9,6 +12,14 @@ from .layouts import SemSegLayout
 
 def default_datasets_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+
+
+def spread_subset(count: int, total: int) -> List[int]:
+    """``count`` indices evenly spread over ``range(total)``, the first and the last included (all of them
+    when count >= total): the same images every time."""
+    if count >= total:
+        return list(range(total))
+    return np.linspace(0, total - 1, count).round().astype(int).tolist()
 
 
 def _missing(layout: SemSegLayout, root: str, what: str, path: str) -> FileNotFoundError:

@@ -1,8 +1,8 @@
 """Argument and error handling shared by the ``tools/prepare_*.py`` command-line tools."""
 import argparse
-import os
 import sys
 
+from ...utils.cores import available_cores
 from ..datasets.loader import default_datasets_root
 
 
@@ -15,8 +15,8 @@ def make_parser(description, layout):
     parser.add_argument(
         "--workers",
         type=int,
-        default=min(8, os.cpu_count() or 1),
-        help="processes used to convert files (default: min(8, CPU count); 1 = no pool)",
+        default=min(8, available_cores()),
+        help="processes used to convert files (default: min(8, the cores this process may use); 1 = no pool)",
     )
     return parser
 

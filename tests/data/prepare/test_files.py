@@ -18,7 +18,9 @@ from cdam_d2.utils.files import (
     prepare_output_dir,
     remove_stale_temp_files,
     require_path,
+    save_json,
     save_label_png,
+    save_lines,
     temp_path_for,
     write_atomically,
 )
@@ -70,6 +72,22 @@ class TestAtomicWrites(unittest.TestCase):
     def test_rejects_non_uint8_label(self):
         with self.assertRaisesRegex(ValueError, "uint8"):
             save_label_png(np.zeros((2, 2), dtype=np.int64), os.path.join(self.root, "a.png"))
+
+    def test_json_and_lines_in_a_new_folder_with_the_asked_layout(self):
+        record = {"weights": "model_best.pth", "value": 1.5, "iteration": 7}
+        sorted_path = os.path.join(self.root, "new", "sorted.json")
+        save_json(record, sorted_path)
+        kept_path = os.path.join(self.root, "new", "deeper", "kept.json")
+        save_json(record, kept_path, indent=2, sort_keys=False)
+        with open(sorted_path) as f:
+            self.assertEqual(f.read(), '{"iteration": 7, "value": 1.5, "weights": "model_best.pth"}\n')
+        with open(kept_path) as f:
+            self.assertEqual(f.read(), '{\n  "weights": "model_best.pth",\n  "value": 1.5,\n  "iteration": 7\n}\n')
+        lines_path = os.path.join(self.root, "other", "ids.txt")
+        save_lines(["a", 2], lines_path)
+        with open(lines_path) as f:
+            self.assertEqual(f.read(), "a\n2\n")
+        self.assertEqual(sorted(os.listdir(os.path.join(self.root, "new"))), ["deeper", "sorted.json"])
 
     def test_failed_write_leaves_nothing(self):
         path = os.path.join(self.root, "out.json")
