@@ -6,7 +6,8 @@
 Open the printed address, drop an image, type a vocabulary (';' separates classes, ',' synonyms), pick a
 config and a base variant, and press Segment: the page shows the overlay with its legend, the area of each
 class, and a download of the label PNG (pixel value = class index). With a CDAM config, click a pixel of
-the input image to see what its patch attends to: the CDAM attention map next to the base's own attention. Several --config-file give a choice of
+the input image to see what its patch attends to: the CDAM attention map next to the base's own attention
+(for sc_clip the main path's, for resclip its RCS and SFR mixture). Several --config-file give a choice of
 configs (a ClusterCAM config segments its fixed classes). The page says which CLIP weights run: a local
 file, an open_clip tag, or random weights (offline: --opts MODEL.CDAM.CLIP_WEIGHTS random, or
 CLIP_MODEL tiny:ViT-B-16 for a small random model). Config overrides go after --opts.
@@ -23,7 +24,6 @@ from collections import OrderedDict
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline-friendly: no usage reporting
 
-BASES = ("maskclip", "sclip", "clearclip", "gem", "naclip")
 DEFAULT_VOCABULARY = "background; person; dog, puppy; cat; car; tree; sky; grass"
 CACHED_MODELS = 2  # each holds a CLIP model
 
@@ -187,6 +187,8 @@ class Segmenter:
 
 def build_page(segmenter):
     import gradio as gr
+
+    from cdam_d2.cdam.modeling.dense_clip import BASES
 
     names = list(segmenter.cfgs)
     css_class, banner = describe_weights(segmenter.cfgs[names[0]])

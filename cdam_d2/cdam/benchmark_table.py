@@ -31,7 +31,7 @@ from ..engine import cli
 
 @dataclass(frozen=True)
 class Benchmark:
-    key: str  # as in config file names: configs/cdam_<key>.yaml, configs/peers/<peer>/<key>.yaml
+    key: str  # as in config file names: configs/cdam_<key>.yaml, configs/peers/<peer>/<key>[_cdam].yaml
     column: str  # the papers' column title
     dataset: str  # the registered test split
     prepare_hint: str = ""  # for Detectron2's builtin splits, whose loaders name no preparation tool
@@ -54,7 +54,16 @@ AVERAGE = "Average"
 COLUMNS = tuple(benchmark.column for benchmark in BENCHMARKS) + (AVERAGE,)
 DEFAULT_OUTPUT_DIR = "output/benchmark_table"
 RESULTS_FILE = "results.json"
-METHOD_FORMS = "cdam, variants:<base>[_baseline], peers/<peer> or NAME=FILE[,FILE...]"
+# Each --method spec form and the config file it reads for a benchmark, relative to --configs-root; <dataset>
+# is the benchmark key. A benchmark without that file is n/a.
+SPEC_FILES = (
+    ("cdam", "cdam_<dataset>.yaml", "CDAM under its own protocol"),
+    ("variants:<base>", "variants/cdam_<dataset>_<base>.yaml", "CDAM on that base"),
+    ("variants:<base>_baseline", "variants/cdam_<dataset>_<base>_baseline.yaml", "the base alone"),
+    ("peers/<peer>", "peers/<peer>/<dataset>.yaml", "the peer alone under its own protocol"),
+    ("peers/<peer>:cdam", "peers/<peer>/<dataset>_cdam.yaml", "CDAM on top of the peer, same protocol"),
+)
+METHOD_FORMS = ", ".join(form for form, _, _ in SPEC_FILES) + " or NAME=FILE[,FILE...]"
 
 DONE, MISSING, NOT_AVAILABLE = "done", "missing", "n/a"
 
@@ -109,8 +118,8 @@ class Table:
 
 
 def method_from_spec(spec, configs_root):
-    """A :class:`Method` from ``cdam``, ``variants:<base>[_baseline]``, ``peers/<peer>`` (config
-    files under ``configs_root``; a benchmark without a file is n/a) or ``NAME=FILE[,FILE...]``."""
+    """A :class:`Method` from a spec of ``SPEC_FILES`` (config files under ``configs_root``; a benchmark
+    without a file is n/a) or ``NAME=FILE[,FILE...]`` (each file's column is its ``DATASETS.TEST[0]``)."""
     if "=" in spec:
         name, files = spec.split("=", 1)
         paths = [path for path in files.split(",") if path]
@@ -120,26 +129,49 @@ def method_from_spec(spec, configs_root):
             if not os.path.isfile(path):
                 raise BenchmarkTableError(f"Method {name!r}: config file {path!r} does not exist")
         return Method(name, tuple((None, path) for path in paths))
-    template = _template_of(spec)
+    template = _template_of(spec, configs_root)
     paths = {b.key: os.path.join(configs_root, template.replace("<dataset>", b.key)) for b in BENCHMARKS}
     configs = tuple((key, path) for key, path in paths.items() if os.path.isfile(path))
     if not configs:
         raise BenchmarkTableError(
-            f"Unknown method {spec!r}: no config file {os.path.join(configs_root, template)} exists")
+            f"Unknown method {spec!r}: no config file {os.path.join(configs_root, template)} exists"
+            f"{_suggestion(spec, configs_root)}")
     return Method(spec, configs)
 
 
-def _template_of(spec):
+def _template_of(spec, configs_root):
     """The config file of a method spec relative to the configs root, <dataset> for a benchmark key."""
     variant = re.fullmatch(r"variants:([\w.-]+)", spec)
-    peer = re.fullmatch(r"peers/([\w.-]+)", spec)
+    peer = re.fullmatch(r"peers/([\w.-]+)(:cdam)?", spec)
     if spec == "cdam":
         return "cdam_<dataset>.yaml"
     if variant:
         return f"variants/cdam_<dataset>_{variant[1]}.yaml"
     if peer:
-        return f"peers/{peer[1]}/<dataset>.yaml"
-    raise BenchmarkTableError(f"Unknown method {spec!r}: give {METHOD_FORMS}, or --config-dir DIR")
+        return f"peers/{peer[1]}/<dataset>{'_cdam' if peer[2] else ''}.yaml"
+    if os.path.isdir(spec):
+        raise BenchmarkTableError(f"Method {spec!r} is a folder: --config-dir {spec} makes a row of its "
+                                  f"*<dataset>*.yaml files (one per benchmark); --method takes {METHOD_FORMS}"
+                                  f"{_suggestion(spec, configs_root)}")
+    raise BenchmarkTableError(f"Unknown method {spec!r}: give {METHOD_FORMS}, or --config-dir DIR"
+                              f"{_suggestion(spec, configs_root)}")
+
+
+def _suggestion(spec, configs_root):
+    """"; did you mean ..." with the specs whose configs exist under ``configs_root`` and whose name is the
+    last word of ``spec`` (without a ``_cdam`` ending), or "" when there is none."""
+    name = re.split(r"[/:]", spec.rstrip("/"))[-1]
+    name = name[:-len("_cdam")] if name.endswith("_cdam") else name
+    candidates = [
+        (f"peers/{name}", os.path.join("peers", name, "*.yaml")),
+        (f"peers/{name}:cdam", os.path.join("peers", name, "*_cdam.yaml")),
+        (f"variants:{name}", os.path.join("variants", f"cdam_*_{name}.yaml")),
+    ]
+    found = [candidate for candidate, pattern in candidates if candidate != spec and name
+             and glob.glob(os.path.join(glob.escape(configs_root), pattern))]
+    if not found:
+        return ""
+    return f"; did you mean {', '.join(found[:-1]) + ' or ' if len(found) > 1 else ''}{found[-1]}?"
 
 
 def method_from_config_dir(directory):
@@ -153,7 +185,9 @@ def method_from_config_dir(directory):
         if len(matches) > 1:
             raise BenchmarkTableError(
                 f"--config-dir {directory!r}: {len(matches)} files match *{benchmark.key}*.yaml "
-                f"({', '.join(os.path.basename(path) for path in matches)}); keep one per benchmark")
+                f"({', '.join(os.path.basename(path) for path in matches)}); keep one per benchmark in the "
+                "folder, or name the files with --method NAME=FILE[,FILE...] (for a configs/peers/<peer> "
+                "folder: --method peers/<peer> for <dataset>.yaml, peers/<peer>:cdam for <dataset>_cdam.yaml)")
         configs += [(benchmark.key, path) for path in matches]
     if not configs:
         raise BenchmarkTableError(
@@ -475,18 +509,35 @@ def _save_text(text, path):
 # Command line
 
 
+def _rows_help():
+    """The --help epilog: how each row form maps to config files."""
+    width = max(len(form) for form, _, _ in SPEC_FILES) + len("--method ")
+    lines = [f"  {'--method ' + form:<{width}}  CONFIGS_ROOT/{path}: {what}" for form, path, what in SPEC_FILES]
+    lines += [f"  {'--method NAME=FILE,...':<{width}}  the files given; each goes to the column of its "
+              "DATASETS.TEST[0]",
+              f"  {'--config-dir DIR':<{width}}  per benchmark, the one file DIR/*<dataset>*.yaml (two matches "
+              "are an error); the row is named after DIR"]
+    keys = ", ".join(benchmark.key for benchmark in BENCHMARKS)
+    return ("rows (one per --method or --config-dir, in the order given):\n" + "\n".join(lines)
+            + f"\n<dataset> is a benchmark key: {keys}. A benchmark without a file is n/a. CONFIGS_ROOT is "
+              "--configs-root; it is not a row.")
+
+
 def build_parser(default_configs_root):
     parser = argparse.ArgumentParser(
         description="Evaluate methods on the 8 benchmarks of training-free open-vocabulary "
                     "segmentation and print the papers' table (Markdown on stdout; table.md/.csv/.json "
                     "under --output-dir). Finished cells are read, not evaluated again. "
-                    "See docs/BENCHMARK_TABLE.md.")
+                    "See docs/BENCHMARK_TABLE.md.",
+        epilog=_rows_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", dest="methods", action="append", type=lambda spec: ("spec", spec),
-                        metavar="SPEC", help=f"a table row, repeatable: {METHOD_FORMS}")
+                        metavar="SPEC", help=f"a table row, repeatable: {METHOD_FORMS} (files: below)")
     parser.add_argument("--config-dir", dest="methods", action="append", type=lambda path: ("dir", path),
-                        metavar="DIR", help="a table row named after DIR: its *<dataset>*.yaml files")
-    parser.add_argument("--configs-root", default=default_configs_root,
-                        help="where --method specs find their configs (default: %(default)s)")
+                        metavar="DIR", help="a table row named after DIR: per benchmark its one file matching "
+                                            "*<dataset>*.yaml; repeatable")
+    parser.add_argument("--configs-root", default=default_configs_root, metavar="CONFIGS_ROOT",
+                        help="the folder under which --method specs find their config files; not a row, and "
+                             "not used by --config-dir (default: %(default)s)")
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="default: %(default)s")
     parser.add_argument("--csv", metavar="FILE", help="also write the CSV table here")
     parser.add_argument("--json", metavar="FILE", help="also write the JSON table here")

@@ -24,9 +24,11 @@ def add_config(cfg):
     cdam.BASE = "maskclip"
     cdam.GEM_DEPTH = 6  # last blocks on GEM's parallel path (GEM's gem_depth=7 of 12 blocks)
     cdam.NACLIP_SIGMA = 5.0  # also ResCLIP's gaussian_std (neighbourhood bias and SFR blur)
-    # First-pass last block: "auto" (the base's release: clearclip and naclip reduced, the others full), "full"
-    # (residual around the attention, and the FFN; GEM's path has none) or "reduced" (the attention output
-    # alone: ClearCLIP's ignore_residual=True, NACLIP's arch="reduced"; for gem the path's last block alone).
+    # First-pass last block: "auto" (the base's release: clearclip and naclip reduced; clip, maskclip, sclip
+    # and gem full; sc_clip and resclip run their own last block, without residual and FFN, and take only
+    # "auto", under which resclip's SECOND_PASS "base" is reduced), "full" (residual around the attention, and
+    # the FFN; GEM's path has none) or "reduced" (the attention output alone: ClearCLIP's ignore_residual=True,
+    # NACLIP's arch="reduced"; for gem the path's last block alone).
     cdam.LAST_BLOCK = "auto"
     # Position-embedding resampling for windows off the trained grid: "auto" (the base's release: gem
     # "size_antialias", the others "scale_factor"), "scale_factor" (bicubic with the "+0.1" scale factors of

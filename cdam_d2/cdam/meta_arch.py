@@ -11,8 +11,10 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 
 from ..data.datasets.class_names import class_names_file_for
-from .modeling import BASES, CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, TextQueries, build_clip, load_templates
+from .modeling import CDAMSegmentor, DenseCLIPEncoder, TextEmbedder, TextQueries, build_clip, load_templates
+from .modeling.dense_clip import MULTI_LAYER_BASES, check_encoder_options
 from .modeling.full_size import full_size_predictions
+from .modeling.segmentor import check_segmentor_options
 from .modeling.vocabulary import Vocabulary, parse_class_lines, read_class_names_file
 from .recipe import TRAINING_FREE, CDAMRecipe
 
@@ -37,6 +39,34 @@ def multi_layer_base_options(options) -> Dict:
                 "sfr_pamr_dilations": tuple(resclip.SFR_PAMR_DILATIONS),
                 "same_entity_decay": resclip.SAME_ENTITY_DECAY}
     return {}
+
+
+def validate_options(cfg) -> None:
+    """Check the ``MODEL.CDAM`` choices and thresholds before any weights load (building CLIP may download
+    them): a ValueError names the key, its value and what is allowed. Warns about a BACKGROUND_THRESHOLD that
+    has no effect (BACKGROUND_RULE not "fixed") and about bf16 on a CPU without bf16 matrix products. The
+    SC_CLIP / RESCLIP keys are checked when BASE selects that base; their layers' upper bounds need the tower
+    and are checked when the encoder is built."""
+    options = cfg.MODEL.CDAM
+    check_encoder_options(options.BASE, options.LAST_BLOCK, options.POS_EMBED_RESAMPLING)
+    if options.BASE in MULTI_LAYER_BASES:  # its constructor checks the keys; None: depth not known yet
+        MULTI_LAYER_BASES[options.BASE](None, **multi_layer_base_options(options))
+    check_segmentor_options(options.SECOND_PASS, options.THRESHOLD_SOURCE, options.BACKGROUND_RULE,
+                            options.BACKGROUND_THRESHOLD, options.AREA_THRESHOLD, options.SLIDE_CROP,
+                            options.SLIDE_STRIDE)
+    if options.BACKGROUND_THRESHOLD != 0 and options.BACKGROUND_RULE != "fixed":
+        logger.warning("MODEL.CDAM.BACKGROUND_THRESHOLD %s has no effect: it is the threshold of BACKGROUND_RULE "
+                       "'fixed', and BACKGROUND_RULE is %r", options.BACKGROUND_THRESHOLD, options.BACKGROUND_RULE)
+    if options.PRECISION not in AUTOCAST_DTYPES:
+        raise ValueError(f"MODEL.CDAM.PRECISION {options.PRECISION!r} is not one of {sorted(AUTOCAST_DTYPES)}")
+    if options.CPU_PRECISION not in CPU_PRECISIONS:
+        raise ValueError(f"MODEL.CDAM.CPU_PRECISION {options.CPU_PRECISION!r} is not one of {CPU_PRECISIONS}")
+    if (options.CPU_PRECISION == "bf16" and cfg.MODEL.DEVICE == "cpu"
+            and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        logger.warning("MODEL.CDAM.CPU_PRECISION bf16: this CPU has no native bf16 matrix products "
+                       "(AVX512-BF16 or AMX), so bf16 runs slower than fp32 here; set it to fp32")
+    if cfg.INPUT.FORMAT != "RGB":
+        raise ValueError(f"CDAM expects INPUT.FORMAT 'RGB' (CLIP statistics), got {cfg.INPUT.FORMAT!r}")
 
 
 @META_ARCH_REGISTRY.register()
@@ -89,20 +119,8 @@ class CDAM(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        validate_options(cfg)
         options = cfg.MODEL.CDAM
-        # Cheap checks first: building CLIP may download weights.
-        if options.BASE not in BASES:
-            raise ValueError(f"MODEL.CDAM.BASE {options.BASE!r} is not one of {BASES}")
-        if options.PRECISION not in AUTOCAST_DTYPES:
-            raise ValueError(f"MODEL.CDAM.PRECISION {options.PRECISION!r} is not one of {sorted(AUTOCAST_DTYPES)}")
-        if options.CPU_PRECISION not in CPU_PRECISIONS:
-            raise ValueError(f"MODEL.CDAM.CPU_PRECISION {options.CPU_PRECISION!r} is not one of {CPU_PRECISIONS}")
-        if (options.CPU_PRECISION == "bf16" and cfg.MODEL.DEVICE == "cpu"
-                and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-            logger.warning("MODEL.CDAM.CPU_PRECISION bf16: this CPU has no native bf16 matrix products "
-                           "(AVX512-BF16 or AMX), so bf16 runs slower than fp32 here; set it to fp32")
-        if cfg.INPUT.FORMAT != "RGB":
-            raise ValueError(f"CDAM expects INPUT.FORMAT 'RGB' (CLIP statistics), got {cfg.INPUT.FORMAT!r}")
         clip_model, tokenizer, identity = build_clip(options.CLIP_MODEL, options.CLIP_WEIGHTS,
                                                      options.FORCE_QUICK_GELU, options.SEED)
         autocast_dtypes = {"cuda": AUTOCAST_DTYPES[options.PRECISION], "cpu": AUTOCAST_DTYPES[options.CPU_PRECISION]}

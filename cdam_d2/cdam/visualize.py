@@ -40,7 +40,9 @@ class ImagePatchAttention:
 
     Attributes:
         attention: the :class:`~cdam_d2.cdam.modeling.patch_attention.PatchAttention` (resized-image windows).
-        window: (h, w, 3) uint8 crop of the resized image under the window, the pictures' background.
+        window: (h + top + bottom, w + left + right, 3) uint8 crop of the resized image under the window,
+            padded with black as the window is (``attention.padding``), so that the maps' grid lies on it: the
+            pictures' background.
         point: (x, y) in the original image's pixels.
     """
 
@@ -64,7 +66,9 @@ def image_patch_attention(model, image: np.ndarray, queries: TextQueries, point:
     normalized = model.normalize(torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))))
     attention = patch_attention(model.segmentor, normalized, queries, ((y + 0.5) * scale_y, (x + 0.5) * scale_x))
     y1, y2, x1, x2 = attention.box
-    return ImagePatchAttention(attention, resized[y1:y2, x1:x2], (x, y))
+    left, right, top, bottom = attention.padding
+    window = np.pad(resized[y1:y2, x1:x2], ((top, bottom), (left, right), (0, 0)))
+    return ImagePatchAttention(attention, window, (x, y))
 
 
 def attention_tiles(found: ImagePatchAttention, base: str):

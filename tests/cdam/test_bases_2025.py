@@ -16,6 +16,7 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+import yaml
 
 from cdam_d2.cdam.modeling import DenseCLIPEncoder, cdam_attention
 from cdam_d2.cdam.modeling.pamr import refine_masks
@@ -102,8 +103,9 @@ def reference_adjust(similarity, tokens):
 
 def reference_sc_clip(visual, tokens, grid, attention=None, pre_adjust_layer=2, post_adjust_layer=1,
                       multi_level_layers=(1, 4), cls_weight=0.3):
-    """One window's (T, D) embedded tokens -> (N, E) SC-CLIP features and the number of anomalous patches;
-    ``attention`` (N, N) replaces the last block's attention on both paths (CDAM's "base" second pass)."""
+    """One window's (T, D) embedded tokens -> (N, E) SC-CLIP features, the number of anomalous patches and the
+    (N, N) head mean of the main path's last-block attention; ``attention`` (N, N) replaces the last block's
+    attention on both paths (CDAM's "base" second pass)."""
     blocks = visual.transformer.resblocks
     outputs, x = [], tokens[None]
     for block in blocks[:-1]:
@@ -118,20 +120,22 @@ def reference_sc_clip(visual, tokens, grid, attention=None, pre_adjust_layer=2, 
     block = blocks[-1]
 
     def attend(patch_tokens):
+        """(N, D) -> (N, D) attention output and the (N, N) head mean of its weights."""
         _, keys, values = heads(block, block.ln_1(patch_tokens))
         if attention is not None:
-            return block.attn.out_proj(attention @ torch.cat(values, dim=-1))
+            return block.attn.out_proj(attention @ torch.cat(values, dim=-1)), attention
         centred = 3 * (pre_similarity - pre_similarity.mean())
         centred[centred < 0] = -math.inf
-        per_head = [(torch.softmax(centred, -1) + torch.softmax(k @ k.t() / math.sqrt(k.shape[-1]), -1)) / 2 @ v
-                    for k, v in zip(keys, values)]
-        return block.attn.out_proj(torch.cat(per_head, dim=-1))
+        weights = [(torch.softmax(centred, -1) + torch.softmax(k @ k.t() / math.sqrt(k.shape[-1]), -1)) / 2
+                   for k in keys]
+        per_head = [w @ v for w, v in zip(weights, values)]
+        return block.attn.out_proj(torch.cat(per_head, dim=-1)), sum(weights) / len(weights)
 
-    main = attend(reference_adjust(pre_similarity, reference_fill(x[1:], outliers, grid))) + cls_weight * x[0]
+    main, main_attention = attend(reference_adjust(pre_similarity, reference_fill(x[1:], outliers, grid)))
     summed = sum(outputs[multi_level_layers[0]:multi_level_layers[1]])
-    multi = attend(summed[1:]) + cls_weight * summed[0]
-    fused = reference_adjust(post_similarity, main) + reference_adjust(post_similarity, multi)
-    return project(visual, fused), int(outliers.sum())
+    multi = attend(summed[1:])[0] + cls_weight * summed[0]
+    fused = reference_adjust(post_similarity, main + cls_weight * x[0]) + reference_adjust(post_similarity, multi)
+    return project(visual, fused), int(outliers.sum()), main_attention
 
 
 def gaussian_bias(grid, sigma):
@@ -183,7 +187,8 @@ def reference_resclip(visual, tokens, grid, image, queries, *, rcs_layers=(1, 3)
                       sfr_weights=(2.2, 0.7), threshold=0.0, logit_scale=40.0, sigma=5.0, pamr_steps=2,
                       dilations=(1, 2)):
     """One window: (T, D) embedded tokens, (3, h, w) image, (Q, E) queries -> (N, E) ResCLIP features, the
-    patch labels of its first segmentation and the number of decayed pairs."""
+    patch labels of its first segmentation, the number of decayed pairs and the (T, T) head mean of the last
+    block's final attention."""
     blocks, x, rcs = visual.transformer.resblocks, tokens, []
     for index, block in enumerate(blocks[:-1]):
         if rcs_layers[0] <= index < rcs_layers[1]:
@@ -196,10 +201,13 @@ def reference_resclip(visual, tokens, grid, image, queries, *, rcs_layers=(1, 3)
     key_logits = [k @ k.t() / math.sqrt(k.shape[-1]) for k in keys]
     bias = gaussian_bias(grid, sigma)
 
-    def features(logits):
+    def attention(logits):
+        """Per-head (T, T) weights of the last block."""
         tau, share = rcs_weights
-        per_head = [tau * ((1 - share) * torch.softmax(logit + bias, -1) + share * r) @ v
-                    for logit, r, v in zip(logits, rcs, values)]
+        return [tau * ((1 - share) * torch.softmax(logit + bias, -1) + share * r) for logit, r in zip(logits, rcs)]
+
+    def features(logits):
+        per_head = [w @ v for w, v in zip(attention(logits), values)]
         return project(visual, block.attn.out_proj(torch.cat(per_head, dim=-1)))[1:]
 
     first = (features(key_logits) @ queries.t()).t().reshape(-1, *grid)
@@ -216,7 +224,9 @@ def reference_resclip(visual, tokens, grid, image, queries, *, rcs_layers=(1, 3)
     tau, share = sfr_weights
     # the released map, and its weighted term, are held in fp16
     weighted = (share * feedback.to(torch.float16)).double()
-    return features([tau * ((1 - share) * logit + weighted) for logit in key_logits]), labels, decayed
+    refined = [tau * ((1 - share) * logit + weighted) for logit in key_logits]
+    final = attention(refined)
+    return features(refined), labels, decayed, sum(final) / len(final)
 
 
 class TestSCCLIP(unittest.TestCase):
@@ -233,16 +243,26 @@ class TestSCCLIP(unittest.TestCase):
         with torch.no_grad():
             features = self.encoder.first_pass(self.state)
             for window in range(2):
-                expected, anomalies = reference_sc_clip(self.visual, self.tokens[window], self.state.grid)
+                expected, anomalies, _ = reference_sc_clip(self.visual, self.tokens[window], self.state.grid)
                 self.assertGreater(anomalies, 0)
                 self.assertLessEqual((features[window] - expected).abs().max().item(), 1e-5)
+
+    def test_base_attention_is_the_main_paths(self):
+        with torch.no_grad():
+            got = self.encoder.base_attention(self.state)
+            expected = [reference_sc_clip(self.visual, self.tokens[window], self.state.grid)[2] for window in range(2)]
+        patches = self.state.grid[0] * self.state.grid[1]
+        self.assertEqual(tuple(got.shape), (2, patches, patches))
+        for window in range(2):
+            self.assertLessEqual((got[window] - expected[window]).abs().max().item(), 1e-10)
+        torch.testing.assert_close(got.sum(-1), torch.ones(2, patches, dtype=got.dtype))  # two softmaxes, halved
 
     def test_second_passes(self):
         weights = cdam_attention(torch.randn(2, 7, *self.state.grid, dtype=torch.float64)).double()
         with torch.no_grad():
             structure = self.encoder.second_pass(self.state, weights, "base")
             for window in range(2):
-                expected, _ = reference_sc_clip(self.visual, self.tokens[window], self.state.grid, weights[window])
+                expected = reference_sc_clip(self.visual, self.tokens[window], self.state.grid, weights[window])[0]
                 self.assertLessEqual((structure[window] - expected).abs().max().item(), 1e-5)
             # "released": CDAM's block on the original stream, whatever the first pass was
             maskclip = DenseCLIPEncoder(self.visual, "maskclip")
@@ -274,11 +294,26 @@ class TestResCLIP(unittest.TestCase):
     def test_first_pass_is_resclip(self):
         with torch.no_grad():
             for window in range(2):
-                expected, labels, decayed = reference_resclip(self.visual, self.tokens[window], self.state.grid,
-                                                              self.images[window], self.queries)
+                expected, labels, decayed, _ = reference_resclip(self.visual, self.tokens[window], self.state.grid,
+                                                                 self.images[window], self.queries)
                 self.assertGreater(len(set(labels)), 1)  # the feedback step sees several regions ...
                 self.assertGreater(decayed, 0)  # ... and equal-label pairs separated by another label
                 self.assertLessEqual((self.features[window] - expected).abs().max().item(), 1e-5)
+
+    def test_base_attention_is_the_final_mixture(self):
+        with torch.no_grad():
+            got = self.encoder.base_attention(self.state, self.queries)
+            references = [reference_resclip(self.visual, self.tokens[window], self.state.grid, self.images[window],
+                                            self.queries)[3] for window in range(2)]
+        patches = self.state.grid[0] * self.state.grid[1]
+        self.assertEqual(tuple(got.shape), (2, patches, patches))
+        for window, expected in enumerate(references):
+            self.assertLessEqual((got[window] - expected[1:, 1:]).abs().max().item(), 1e-6)
+            # a full row sums to tau_r = 2; without the CLS column it sums to less
+            torch.testing.assert_close(expected.sum(-1), torch.full((patches + 1,), 2.0, dtype=torch.float64))
+        self.assertTrue((got.sum(-1) < 2).all())
+        with self.assertRaisesRegex(ValueError, "needs the dataset's text queries"):
+            self.encoder.base_attention(self.state)
 
     def test_second_passes(self):
         weights = cdam_attention(torch.randn(2, 7, *self.state.grid, dtype=torch.float64)).double()
@@ -315,6 +350,17 @@ def tiny_opts(peer, folder):
             "DATALOADER.NUM_WORKERS", "0", *TINY_LAYERS[peer]]
 
 
+def flatten(node, prefix=""):
+    """Nested YAML mapping -> {"A.B": value}."""
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def peer_config(peer, name):
     return os.path.join(REPO, "configs", "peers", peer, f"{name}.yaml")
 
@@ -332,7 +378,16 @@ class TestPeerConfigs(unittest.TestCase):
 
         for peer in PEERS:
             shipped = sorted(os.listdir(os.path.join(REPO, "configs", "peers", peer)))
-            self.assertEqual(shipped, sorted(f"{d}{s}.yaml" for d in DATASETS for s in ("", "_cdam")))
+            base_file = {"sc_clip": "Base-SC-CLIP.yaml", "resclip": "Base-ResCLIP.yaml"}[peer]
+            self.assertEqual(shipped, sorted([base_file] + [f"{d}{s}.yaml" for d in DATASETS for s in ("", "_cdam")]))
+            shared = yaml.safe_load(Path(REPO, "configs", "peers", peer, base_file).read_text())
+            for dataset in DATASETS:  # each dataset file: the folder's Base, and only what differs from it
+                own = yaml.safe_load(Path(peer_config(peer, dataset)).read_text())
+                self.assertEqual(own["_BASE_"], base_file)
+                for section in ("MODEL", "INPUT"):
+                    flat_own, flat_shared = flatten(own.get(section, {})), flatten(shared.get(section, {}))
+                    repeated = {key for key, value in flat_own.items() if flat_shared.get(key) == value}
+                    self.assertFalse(repeated, f"{peer}/{dataset}.yaml repeats {base_file}: {repeated}")
             for dataset in DATASETS:
                 with self.subTest(peer=peer, dataset=dataset):
                     alone = load_cfg(peer_config(peer, dataset))[0]

@@ -62,6 +62,53 @@ class MethodsTest(unittest.TestCase):
         changed = plan_cells([cdam], ["MODEL.CDAM.ALPHA", "1.0"], "out")["cdam"]["voc21"]
         self.assertNotEqual(changed.config_hash, plan["cdam"]["voc21"].config_hash)
 
+    def test_peer_specs_select_the_peer_alone_or_with_cdam(self):
+        from cdam_d2.cdam.benchmark_table import method_from_spec, plan_cells
+
+        for peer in ("sclip", "resclip"):
+            alone, on_top = method_from_spec(f"peers/{peer}", CONFIGS), method_from_spec(f"peers/{peer}:cdam", CONFIGS)
+            folder = os.path.join(CONFIGS, "peers", peer)
+            self.assertEqual(alone.configs, tuple((key, os.path.join(folder, f"{key}.yaml")) for key in KEYS))
+            self.assertEqual(on_top.configs, tuple((key, os.path.join(folder, f"{key}_cdam.yaml")) for key in KEYS))
+            plan = plan_cells([alone, on_top], [], "out")
+            self.assertEqual(plan[f"peers/{peer}:cdam"]["voc21"].results_file,
+                             os.path.join("out", f"peers-{peer}-cdam", "voc21", "results.json"))
+            self.assertNotEqual(plan[f"peers/{peer}"]["voc21"].config_hash,
+                                plan[f"peers/{peer}:cdam"]["voc21"].config_hash)
+
+    def test_ambiguous_or_unknown_specs_name_what_exists(self):
+        from cdam_d2.cdam.benchmark_table import BenchmarkTableError, method_from_config_dir, method_from_spec
+
+        for spec, pattern in (
+            ("sclip", r"Unknown method 'sclip'.*did you mean peers/sclip, peers/sclip:cdam or variants:sclip\?"),
+            ("peers/sclip_cdam", "peers/sclip_cdam/<dataset>.yaml exists; did you mean .*peers/sclip:cdam"),
+            ("clearclip_vanilla", r"did you mean peers/clearclip_vanilla\?$"),
+            ("peers/clearclip_vanilla:cdam", "no config file .*clearclip_vanilla/<dataset>_cdam.yaml exists"),
+            (os.path.join(CONFIGS, "peers", "sclip"), "is a folder: --config-dir"),
+            ("nothing_like_it", "Unknown method 'nothing_like_it': give cdam, .*peers/<peer>:cdam .*--config-dir DIR$"),
+        ):
+            with self.subTest(spec), self.assertRaisesRegex(BenchmarkTableError, pattern):
+                method_from_spec(spec, CONFIGS)
+        # a peers folder holds <dataset>.yaml and <dataset>_cdam.yaml: --config-dir cannot choose
+        with self.assertRaisesRegex(BenchmarkTableError, "voc21.yaml, voc21_cdam.yaml.*peers/<peer>:cdam"):
+            method_from_config_dir(os.path.join(CONFIGS, "peers", "sc_clip"))
+
+    def test_help_maps_every_row_form_to_its_files(self):
+        from cdam_d2.cdam.benchmark_table import SPEC_FILES, method_from_spec, main
+
+        with contextlib.redirect_stdout(io.StringIO()) as out, self.assertRaises(SystemExit):
+            main(["--help"], default_configs_root=CONFIGS)
+        text = " ".join(out.getvalue().split())
+        for form, path, _ in SPEC_FILES:
+            self.assertIn(f"--method {form} CONFIGS_ROOT/{path}", text)
+        self.assertIn("--config-dir DIR per benchmark, the one file DIR/*<dataset>*.yaml", text)
+        self.assertIn("not used by --config-dir", text)
+        # each form's path is the one method_from_spec reads
+        for form, path, _ in SPEC_FILES:
+            spec = form.replace("<base>", "sclip").replace("<peer>", "sclip")
+            expected = os.path.join(CONFIGS, path.replace("<base>", "sclip").replace("<peer>", "sclip"))
+            self.assertEqual(method_from_spec(spec, CONFIGS).configs[0][1], expected.replace("<dataset>", "voc21"))
+
     def test_config_dir_and_explicit_files(self):
         from cdam_d2.cdam.benchmark_table import method_from_config_dir, method_from_spec, plan_cells
 

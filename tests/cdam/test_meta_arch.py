@@ -185,5 +185,80 @@ class TestCDAMMetaArch(unittest.TestCase):
         self.assertNotIn("pixel_mean", model.state_dict())  # non-persistent buffer
 
 
+@requires_detectron2
+class TestOptionValidation(unittest.TestCase):
+    """Bad MODEL.CDAM values stop build_model before CLIP is built (nothing downloaded or read), with an error
+    that names the key, the value and what is allowed."""
+
+    def build_without_clip(self, *opts):
+        from detectron2.modeling import build_model
+
+        with unittest.mock.patch("cdam_d2.cdam.meta_arch.build_clip", side_effect=AssertionError("CLIP was built")):
+            build_model(toy_cfg(CDAM_TOY_CONFIG, *opts))
+
+    def test_bad_values_are_refused_before_clip_is_built(self):
+        cases = (
+            (("MODEL.CDAM.BASE", "scclip"), r"MODEL.CDAM.BASE 'scclip' is not one of \('clip', 'maskclip'"),
+            (("MODEL.CDAM.LAST_BLOCK", "half"),
+             r"MODEL.CDAM.LAST_BLOCK 'half' is not one of \('auto', 'full', 'reduced'\)"),
+            (("MODEL.CDAM.POS_EMBED_RESAMPLING", "bilinear"),
+             r"MODEL.CDAM.POS_EMBED_RESAMPLING 'bilinear' is not one of \('auto', 'scale_factor', 'size_antialias'\)"),
+            (("MODEL.CDAM.BACKGROUND_RULE", "otsu"),
+             r"MODEL.CDAM.BACKGROUND_RULE 'otsu' is not one of \('entropy', 'fixed', 'none'\)"),
+            (("MODEL.CDAM.THRESHOLD_SOURCE", "first_window"),
+             r"MODEL.CDAM.THRESHOLD_SOURCE 'first_window' is not one of \('last_window', 'image'\)"),
+            (("MODEL.CDAM.SECOND_PASS", "twice"),
+             r"MODEL.CDAM.SECOND_PASS 'twice' is not one of \('released', 'base'\)"),
+            (("MODEL.CDAM.AREA_THRESHOLD", "-0.1"), "MODEL.CDAM.AREA_THRESHOLD -0.1 must be >= 0"),
+            (("MODEL.CDAM.BACKGROUND_RULE", "fixed", "MODEL.CDAM.BACKGROUND_THRESHOLD", "1.5"),
+             r"MODEL.CDAM.BACKGROUND_THRESHOLD 1.5 must be in \[0, 1\]"),
+            (("MODEL.CDAM.BACKGROUND_THRESHOLD", "-0.2"), r"MODEL.CDAM.BACKGROUND_THRESHOLD -0.2 must be in \[0, 1\]"),
+            (("MODEL.CDAM.SLIDE_STRIDE", "65"),
+             r"MODEL.CDAM.SLIDE_STRIDE 65 must be between 1 and MODEL.CDAM.SLIDE_CROP \(64\)"),
+            (("MODEL.CDAM.SLIDE_CROP", "-1"), "MODEL.CDAM.SLIDE_CROP -1 must be >= 0"),
+            (("MODEL.CDAM.BASE", "sc_clip", "MODEL.CDAM.LAST_BLOCK", "full"),
+             "MODEL.CDAM.LAST_BLOCK 'full': base 'sc_clip' defines its own last block"),
+            (("MODEL.CDAM.BASE", "sc_clip", "MODEL.CDAM.SC_CLIP.POST_ADJUST_LAYER", "-1"),
+             "MODEL.CDAM.SC_CLIP.POST_ADJUST_LAYER -1 is not a block before the last one"),
+            (("MODEL.CDAM.BASE", "sc_clip", "MODEL.CDAM.SC_CLIP.MULTI_LEVEL_LAYERS", "(4, 2)"),
+             r"MODEL.CDAM.SC_CLIP.MULTI_LEVEL_LAYERS \(4, 2\) must be \[start, end\)"),
+            (("MODEL.CDAM.BASE", "resclip", "MODEL.CDAM.RESCLIP.RCS_LAYERS", "(3, 1)"),
+             r"MODEL.CDAM.RESCLIP.RCS_LAYERS \(3, 1\) must be \[start, end\)"),
+            (("MODEL.CDAM.BASE", "resclip", "MODEL.CDAM.RESCLIP.SFR_WEIGHTS", "(2.2,)"),
+             r"MODEL.CDAM.RESCLIP.SFR_WEIGHTS \(2.2,\) must be \(tau, lambda\)"),
+            (("MODEL.CDAM.BASE", "resclip", "MODEL.CDAM.RESCLIP.SFR_THRESHOLD", "1.5"),
+             r"MODEL.CDAM.RESCLIP.SFR_THRESHOLD 1.5 must be in \[0, 1\]"),
+            (("MODEL.CDAM.BASE", "resclip", "MODEL.CDAM.RESCLIP.SFR_PAMR_STEPS", "-1"),
+             "MODEL.CDAM.RESCLIP.SFR_PAMR_STEPS -1 must be >= 0"),
+            (("MODEL.CDAM.BASE", "resclip", "MODEL.CDAM.RESCLIP.SFR_PAMR_DILATIONS", "(0, 16)"),
+             r"MODEL.CDAM.RESCLIP.SFR_PAMR_DILATIONS \(0, 16\) must be positive"),
+        )
+        for opts, message in cases:
+            with self.subTest(opts=opts), self.assertRaisesRegex(ValueError, message):
+                self.build_without_clip(*opts)
+
+    def test_valid_values_reach_clip(self):
+        # the layer defaults of the 2025 bases need the tower's depth: checked once it is built
+        for opts in ((), ("MODEL.CDAM.BASE", "sc_clip"), ("MODEL.CDAM.BASE", "resclip"),
+                     ("MODEL.CDAM.SLIDE_CROP", "0", "MODEL.CDAM.SLIDE_STRIDE", "500"),
+                     ("MODEL.CDAM.BACKGROUND_RULE", "fixed", "MODEL.CDAM.BACKGROUND_THRESHOLD", "1.0")):
+            with self.subTest(opts=opts), self.assertRaisesRegex(AssertionError, "CLIP was built"):
+                self.build_without_clip(*opts)
+
+    def test_background_threshold_without_the_fixed_rule_warns(self):
+        from cdam_d2.cdam.meta_arch import validate_options
+
+        for rule in ("entropy", "none"):
+            with self.subTest(rule=rule), self.assertLogs("cdam_d2.cdam.meta_arch", "WARNING") as logs:
+                validate_options(toy_cfg(CDAM_TOY_CONFIG, "MODEL.CDAM.BACKGROUND_RULE", rule,
+                                         "MODEL.CDAM.BACKGROUND_THRESHOLD", "0.3"))
+            self.assertIn("BACKGROUND_THRESHOLD 0.3 has no effect", "\n".join(logs.output))
+            self.assertIn(repr(rule), "\n".join(logs.output))
+        for opts in (("MODEL.CDAM.BACKGROUND_RULE", "fixed", "MODEL.CDAM.BACKGROUND_THRESHOLD", "0.3"),
+                     ("MODEL.CDAM.BACKGROUND_RULE", "entropy")):
+            with self.subTest(opts=opts), self.assertNoLogs("cdam_d2.cdam.meta_arch", "WARNING"):
+                validate_options(toy_cfg(CDAM_TOY_CONFIG, *opts))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -1,5 +1,7 @@
 """What one patch attends to, on the CDAM side: each base's last-block attention against its formula written
-out here, the window and patch under a point, the CDAM map's row, and the CDAM panel's tiles by content."""
+out here, the window and patch under a point (padded windows included), the CDAM map's row, the base's
+attention under the backbone's autocast, SC-CLIP's and ResCLIP's attention through the same path, and the
+CDAM panel's tiles by content."""
 import unittest
 
 import numpy as np
@@ -95,6 +97,104 @@ class LocatePatchTest(unittest.TestCase):
             locate_patch(boxes, (4, 4), (16, 16), (100, 5))
 
 
+def nearest_window(boxes, point):
+    """The box holding ``point`` = (y, x) whose centre is nearest, written out here."""
+    y, x = point
+    holding = [box for box in boxes if box[0] <= y < box[1] and box[2] <= x < box[3]]
+    return min(holding, key=lambda b: (y - (b[0] + b[1]) / 2) ** 2 + (x - (b[2] + b[3]) / 2) ** 2)
+
+
+def text_queries(visual, count=5, extra=3, seed=2):
+    from cdam_d2.cdam.modeling import TextQueries
+
+    generator = torch.Generator().manual_seed(seed)
+    dataset = F.normalize(torch.randn(count, visual.output_dim, generator=generator), dim=-1)
+    atp = F.normalize(torch.randn(extra, visual.output_dim, generator=generator), dim=-1)
+    return TextQueries(dataset, atp, tuple(range(count)), count)
+
+
+class SegmentorPatchAttentionTest(unittest.TestCase):
+    """``patch_attention`` cuts the window as the segmentor's merged logits do and runs the base's attention
+    as its forward does."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.visual = tiny_visual()
+        cls.text = text_queries(cls.visual)
+        cls.image = torch.randn(3, 70, 100, generator=torch.Generator().manual_seed(3))
+
+    def by_hand(self, encoder, window, autocast=None):
+        """(3, h, w) window -> its (N, N) CDAM map and base attention, and its grid, from the encoder directly."""
+        from cdam_d2.cdam.modeling import CDAMSegmentor
+
+        context = torch.autocast("cpu", dtype=autocast) if autocast else torch.autocast("cpu", enabled=False)
+        with torch.no_grad():
+            with context:
+                state = encoder.forward_to_last_block(window[None])
+                features = encoder.first_pass(state, self.text.dataset)
+                base = encoder.base_attention(state, self.text.dataset)
+            queries = torch.cat([self.text.dataset, self.text.extra])
+            logits = (features.float() @ queries.t()).transpose(1, 2).reshape(1, -1, *state.grid)
+            weights = CDAMSegmentor(encoder).attention_map(logits)
+        return weights[0], base[0].float(), state.grid
+
+    def test_padded_windows_follow_the_merged_logits(self):
+        from cdam_d2.cdam.modeling import CDAMSegmentor, DenseCLIPEncoder
+        from cdam_d2.cdam.modeling.patch_attention import patch_attention
+        from cdam_d2.cdam.modeling.sliding_window import window_boxes
+
+        encoder = DenseCLIPEncoder(self.visual, "sclip")
+        segmentor = CDAMSegmentor(encoder, crop=56, stride=28, pad_windows=True)
+        point = (30.0, 75.0)
+        found = patch_attention(segmentor, self.image, self.text, point)
+        y1, y2, x1, x2 = nearest_window(window_boxes(70, 100, 56, 28), point)
+        self.assertEqual(found.box, (y1, y2, x1, x2))
+        # 56 pixels -> 64 = 4 patches of 16: 4 pixels of zeros on each side, as ClearCLIP pads
+        self.assertEqual(found.padding, (4, 4, 4, 4))
+        weights, base, grid = self.by_hand(encoder, F.pad(self.image[:, y1:y2, x1:x2], (4, 4, 4, 4)))
+        self.assertEqual(grid, (4, 4))
+        row, column = (int(point[0]) - y1 + 4) // 16, (int(point[1]) - x1 + 4) // 16
+        self.assertEqual(found.patch, (row, column))
+        torch.testing.assert_close(found.cdam, weights[row * 4 + column].view(grid))
+        torch.testing.assert_close(found.base, base[row * 4 + column].view(grid))
+
+    def test_base_attention_runs_under_the_backbone_autocast(self):
+        from cdam_d2.cdam.modeling import CDAMSegmentor, DenseCLIPEncoder
+        from cdam_d2.cdam.modeling.patch_attention import patch_attention
+        from cdam_d2.cdam.modeling.sliding_window import window_boxes
+
+        encoder = DenseCLIPEncoder(self.visual, "clearclip")
+        segmentor = CDAMSegmentor(encoder, crop=64, stride=32, autocast_dtypes={"cpu": torch.bfloat16})
+        point = (20.0, 40.0)
+        found = patch_attention(segmentor, self.image, self.text, point)
+        y1, y2, x1, x2 = nearest_window(window_boxes(70, 100, 64, 32), point)
+        patch = (20 - y1) // 16 * 4 + (40 - x1) // 16
+        _, bf16, grid = self.by_hand(encoder, self.image[:, y1:y2, x1:x2], torch.bfloat16)
+        _, fp32, _ = self.by_hand(encoder, self.image[:, y1:y2, x1:x2])
+        torch.testing.assert_close(found.base, bf16[patch].view(grid), rtol=0, atol=0)
+        self.assertGreater((found.base - fp32[patch].view(grid)).abs().max().item(), 1e-4)
+
+    def test_multi_layer_bases_show_the_attention_they_apply(self):
+        from cdam_d2.cdam.modeling import CDAMSegmentor, DenseCLIPEncoder
+        from cdam_d2.cdam.modeling.patch_attention import patch_attention
+
+        options = {"sc_clip": {"pre_adjust_layer": 1, "post_adjust_layer": 0, "multi_level_layers": (0, 2)},
+                   "resclip": {"rcs_layers": (0, 2), "sfr_threshold": 0.0}}
+        for base, row_sum in (("sc_clip", 1.0), ("resclip", 2.0)):
+            with self.subTest(base=base):
+                encoder = DenseCLIPEncoder(self.visual, base, base_options=options[base])
+                segmentor = CDAMSegmentor(encoder, crop=64, stride=32)
+                found = patch_attention(segmentor, self.image, self.text, (50.0, 10.0))
+                y1, y2, x1, x2 = found.box
+                weights, attention, grid = self.by_hand(encoder, self.image[:, y1:y2, x1:x2])
+                patch = found.patch[0] * grid[1] + found.patch[1]
+                torch.testing.assert_close(found.base, attention[patch].view(grid))
+                torch.testing.assert_close(found.cdam, weights[patch].view(grid))
+                total = found.base.sum().item()  # SC-CLIP: a mean of two softmaxes; ResCLIP: tau_r minus the CLS
+                self.assertLessEqual(total, row_sum + 1e-5)
+                self.assertGreater(total, 0.5 * row_sum)
+
+
 @requires_detectron2
 class CDAMPanelTest(unittest.TestCase):
     @classmethod
@@ -165,6 +265,29 @@ class CDAMPanelTest(unittest.TestCase):
         np.testing.assert_array_equal(tiles[4].background, resized[y1:y2, x1:x2])
         with self.assertRaisesRegex(ValueError, "outside the 120x90 image"):
             image_patch_attention(self.model, self.image, self.queries, (120, 3), *args)
+
+    def test_padded_window_picture_lies_under_the_maps(self):
+        from detectron2.modeling import build_model
+
+        from cdam_d2.cdam.resize import resize_image
+        from cdam_d2.cdam.visualize import image_patch_attention
+
+        cfg = toy_cfg(CDAM_TOY_CONFIG, "MODEL.CDAM.PAD_WINDOWS", "True", "MODEL.CDAM.SLIDE_CROP", "56",
+                      "MODEL.CDAM.SLIDE_STRIDE", "28")
+        model = build_model(cfg).eval()
+        model.load_state_dict(self.model.state_dict())
+        args = (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        found = image_patch_attention(model, self.image, self.queries, (60, 40), *args)
+        left, right, top, bottom = found.attention.padding
+        self.assertEqual((left + right, top + bottom), (8, 8))  # 56-pixel windows padded to 64 = 4 patches
+        self.assertEqual(found.window.shape, (64, 64, 3))
+        self.assertEqual(tuple(found.attention.cdam.shape), (4, 4))
+        y1, y2, x1, x2 = found.attention.box
+        resized = resize_image(self.image, *args)
+        np.testing.assert_array_equal(found.window[top:top + 56, left:left + 56], resized[y1:y2, x1:x2])
+        padding = np.ones((64, 64), dtype=bool)
+        padding[top:top + 56, left:left + 56] = False
+        self.assertFalse(found.window[padding].any())  # the padding is black
 
 
 if __name__ == "__main__":

@@ -221,6 +221,57 @@ class TestWindows(unittest.TestCase):
         expected = F.interpolate(self.window_logits_by_hand(segmentor, image)[None], size=(64, 150), mode="bilinear")
         torch.testing.assert_close(whole, expected[0], rtol=0, atol=1e-5)
 
+    def test_a_stride_above_the_crop_is_refused(self):
+        # with crop 64 and stride 80 the windows of a 200-pixel side would start at 0, 80, 136: 64..80 uncovered
+        for crop, stride in ((64, 80), (64, 0)):
+            message = rf"MODEL.CDAM.SLIDE_STRIDE {stride} must be between 1 and MODEL.CDAM.SLIDE_CROP \({crop}\)"
+            with self.subTest(stride=stride), self.assertRaisesRegex(ValueError, message):
+                window_boxes(200, 200, crop, stride)
+        with self.assertRaisesRegex(ValueError, "SLIDE_STRIDE 80"):
+            CDAMSegmentor(DenseCLIPEncoder(self.visual), crop=64, stride=80)
+        for height in (64, 100, 200):  # stride = crop tiles the side, the last window shifted back inside
+            boxes = window_boxes(height, 64, 64, 64)
+            covered = torch.zeros(height, dtype=torch.bool)
+            for y1, y2, _, _ in boxes:
+                covered[y1:y2] = True
+            self.assertTrue(covered.all())
+
+    def test_forward_keeps_no_autograd_graph(self):
+        visual = build_clip("tiny:ViT-B-16", "random", seed=5)[0].visual.requires_grad_(True)
+        segmentor = CDAMSegmentor(DenseCLIPEncoder(visual, "clearclip"), crop=64, stride=32)
+        image = torch.randn(3, 64, 96, generator=torch.Generator().manual_seed(6), requires_grad=True)
+        result = segmentor(image, (40, 60), self.text)
+        self.assertTrue(torch.is_grad_enabled())
+        for tensor in (result.scores, result.logits, result.probabilities):
+            self.assertFalse(tensor.requires_grad)
+            self.assertIsNone(tensor.grad_fn)
+
+    def test_padded_windows_entropy_covers_image_patches_only(self):
+        """Padding adds less than one patch per side, half on each side: every patch of a padded window holds
+        pixels of the image, so the entropy threshold reads no padding-only patch; it is the midpoint of the
+        patch entropies of the padded windows, computed here."""
+        for size in range(1, 80):
+            left, right, top, bottom = patch_padding(size, size, (16, 16))
+            self.assertTrue(max(left, right, top, bottom) <= 8 and (size + top + bottom) % 16 == 0)
+            for start in range(0, size + top + bottom, 16):  # each patch row overlaps the image's rows
+                self.assertGreater(min(start + 16, top + size) - max(start, top), 0)
+        image = torch.randn(3, 75, 106, generator=torch.Generator().manual_seed(7))
+        for source in ("last_window", "image"):
+            with self.subTest(source=source):
+                segmentor = CDAMSegmentor(DenseCLIPEncoder(self.visual, "clearclip"), crop=56, stride=40,
+                                          pad_windows=True, threshold_source=source)
+                with torch.no_grad():
+                    threshold = segmentor.merged_logits(image, self.text)[1]
+                    boxes = window_boxes(75, 106, 56, 40)
+                    windows = torch.stack([F.pad(image[:, y1:y2, x1:x2], (4, 4, 4, 4)) for y1, y2, x1, x2 in boxes])
+                    logits = segmentor.window_logits(windows, self.text)  # (B, Q, 4, 4): 56 -> 64 pixels
+                self.assertEqual(tuple(logits.shape[-2:]), (4, 4))
+                probs = torch.softmax(50.0 * logits.flatten(2).double(), dim=1)
+                entropy = -(probs * torch.log2(probs)).sum(dim=1)
+                read = entropy[-1] if source == "last_window" else entropy
+                expected = 2.5 * 0.5 / (0.5 * (read.min() + read.max())).item()
+                self.assertAlmostEqual(threshold, expected, places=5)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,5 +1,6 @@
 """The web demo's click on the input image: its handler gives the clicked patch's CDAM attention next to the
-base's, and the page wires it to the image's select event."""
+base's (for every base of ``MODEL.CDAM.BASE``, SC-CLIP and ResCLIP included), and the page wires it to the
+image's select event and offers every base."""
 import importlib.util
 import os
 import runpy
@@ -26,8 +27,11 @@ class PatchAttentionClickTest(unittest.TestCase):
         templates = os.path.join(cls._tmp.name, "templates.txt")
         with open(templates, "w") as f:
             f.write("a photo of a {}.\n")
+        # layer keys of SC-CLIP and ResCLIP that fit the tiny 3-block tower (unused by the other bases)
         cls.segmenter = cls.web_demo.Segmenter([CDAM_TOY_CONFIG, CLUSTERCAM_TOY_CONFIG], [
-            "MODEL.DEVICE", "cpu", "MODEL.CDAM.TEMPLATES", templates])
+            "MODEL.DEVICE", "cpu", "MODEL.CDAM.TEMPLATES", templates, "MODEL.CDAM.SC_CLIP.PRE_ADJUST_LAYER", "1",
+            "MODEL.CDAM.SC_CLIP.POST_ADJUST_LAYER", "0", "MODEL.CDAM.SC_CLIP.MULTI_LEVEL_LAYERS", "(0, 2)",
+            "MODEL.CDAM.RESCLIP.RCS_LAYERS", "(0, 2)"])
         cls.image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
 
     @classmethod
@@ -53,6 +57,30 @@ class PatchAttentionClickTest(unittest.TestCase):
                                                  SimpleNamespace(index=[70, 12]))
         self.assertEqual(picture.dtype, np.uint8)
         self.assertEqual(picture.ndim, 3)
+
+    def test_multi_layer_bases_show_their_attention(self):
+        from cdam_d2.cdam.visualize import image_patch_attention
+
+        config = os.path.basename(CDAM_TOY_CONFIG)
+        cfg = self.segmenter.cfgs[config]
+        for base in ("sc_clip", "resclip"):
+            with self.subTest(base=base):
+                tiles = self.segmenter.patch_attention_tiles(self.image, "background; cat; grass", config, base,
+                                                             (30, 40))
+                self.assertEqual(tiles[1].title, f"{base} attention of patch (30, 40)")
+                predictor = self.segmenter.predictor(config, base, True)
+                self.assertEqual(predictor.model.segmentor.encoder.base, base)
+                found = image_patch_attention(predictor.model, self.image, predictor.queries, (30, 40),
+                                              cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+                np.testing.assert_array_equal(tiles[1].array, found.attention.base.numpy())
+                self.assertTrue(np.isfinite(tiles[1].array).all())
+
+    def test_page_offers_every_base(self):
+        from cdam_d2.cdam.modeling.dense_clip import BASES
+
+        config = self.web_demo.build_page(self.segmenter).get_config_file()
+        dropdown = next(c for c in config["components"] if c["props"].get("elem_id") == "base")
+        self.assertEqual([choice[1] for choice in dropdown["props"]["choices"]], list(BASES))
 
     def test_errors_are_shown_on_the_page(self):
         import gradio as gr

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...layers.pos_embed import POS_EMBED_RESAMPLINGS, resample_patch_positions
+from .patch_grid import patch_coordinates
 from .resclip import ResCLIPBase
 from .sc_clip import SCCLIPBase
 
@@ -22,13 +23,29 @@ MULTI_LAYER_BASES = {"sc_clip": SCCLIPBase, "resclip": ResCLIPBase}
 BASES = BASE_VARIANTS + tuple(MULTI_LAYER_BASES)
 SECOND_PASS_MODES = ("released", "base")
 # Structure of the last block: "full" keeps the residual around the attention (and the FFN; GEM's path has
-# none), "reduced" keeps the attention output alone; "auto" is the base's own (reduced: REDUCED_BASES).
+# none), "reduced" keeps the attention output alone; "auto" is the base's own (reduced: REDUCED_BASES; the
+# MULTI_LAYER_BASES take only "auto": their first pass is their own).
 LAST_BLOCKS = ("auto", "full", "reduced")
 # Bases whose released last block drops the residual and the FFN (ClearCLIP, NACLIP, ResCLIP: "reduced"
 # block; ResCLIP's first pass is its own module, the reduced block shapes its "base" second pass).
 REDUCED_BASES = ("clearclip", "naclip", "resclip")
 # Position-embedding resampling of each base's release when it is not the scale-factor rule.
 BASE_POS_EMBED_RESAMPLING = {"gem": "size_antialias"}
+
+
+def check_encoder_options(base: str, last_block: str, pos_embed_resampling: str) -> None:
+    """Raise a ValueError naming the ``MODEL.CDAM`` key, its value and the allowed values unless ``base``,
+    ``last_block`` and ``pos_embed_resampling`` are known and fit together (no weights needed)."""
+    if base not in BASES:
+        raise ValueError(f"MODEL.CDAM.BASE {base!r} is not one of {BASES}")
+    if last_block not in LAST_BLOCKS:
+        raise ValueError(f"MODEL.CDAM.LAST_BLOCK {last_block!r} is not one of {LAST_BLOCKS}")
+    if base in MULTI_LAYER_BASES and last_block != "auto":
+        raise ValueError(f"MODEL.CDAM.LAST_BLOCK {last_block!r}: base {base!r} defines its own last block; "
+                         "leave LAST_BLOCK 'auto'")
+    if pos_embed_resampling != "auto" and pos_embed_resampling not in POS_EMBED_RESAMPLINGS:
+        raise ValueError(f"MODEL.CDAM.POS_EMBED_RESAMPLING {pos_embed_resampling!r} is not one of "
+                         f"{('auto',) + tuple(POS_EMBED_RESAMPLINGS)}")
 
 
 @dataclass
@@ -76,18 +93,9 @@ class DenseCLIPEncoder(nn.Module):
                 the other bases.
         """
         super().__init__()
-        if base not in BASES:
-            raise ValueError(f"MODEL.CDAM.BASE {base!r} is not one of {BASES}")
-        if last_block not in LAST_BLOCKS:
-            raise ValueError(f"MODEL.CDAM.LAST_BLOCK {last_block!r} is not one of {LAST_BLOCKS}")
-        if base in MULTI_LAYER_BASES and last_block != "auto":
-            raise ValueError(f"MODEL.CDAM.LAST_BLOCK {last_block!r}: base {base!r} defines its own last block; "
-                             "leave LAST_BLOCK 'auto'")
+        check_encoder_options(base, last_block, pos_embed_resampling)
         if pos_embed_resampling == "auto":
             pos_embed_resampling = BASE_POS_EMBED_RESAMPLING.get(base, "scale_factor")
-        if pos_embed_resampling not in POS_EMBED_RESAMPLINGS:
-            raise ValueError(f"MODEL.CDAM.POS_EMBED_RESAMPLING {pos_embed_resampling!r} is not 'auto' or one of "
-                             f"{POS_EMBED_RESAMPLINGS}")
         blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
         if (blocks is None or not hasattr(visual, "conv1") or getattr(visual, "attn_pool", None) is not None
                 or not all(isinstance(getattr(block, "attn", None), nn.MultiheadAttention) for block in blocks)):
@@ -164,6 +172,11 @@ class DenseCLIPEncoder(nn.Module):
         attn_out = self._out_proj(block, self._merge_heads(F.scaled_dot_product_attention(q, k, v)))
         return self._attn_residual_ffn(block, tokens, attn_out)
 
+    def _attend(self, block: nn.Module, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """(B, H, T', T') attention weights, (B, H, T', d) values -> (B, T', D) after the block's ``out_proj``
+        (T' = T, or N for a base that attends over the patches only)."""
+        return self._out_proj(block, self._merge_heads(weights @ values))
+
     def _qkv(self, block: nn.Module, normed: torch.Tensor):
         """(B, T, D) -> q, k, v of shape (B, H, T, d) from the block's packed ``in_proj`` (rows q, k, v)."""
         attn = block.attn
@@ -197,9 +210,7 @@ class DenseCLIPEncoder(nn.Module):
 
     def _neighbourhood_bias(self, grid: Tuple[int, int], device, dtype) -> torch.Tensor:
         """(T, T) NACLIP Gaussian window exp(-|pi_i - pi_j|^2 / (2 sigma^2)), zero in the CLS row/column."""
-        rows, cols = torch.meshgrid(torch.arange(grid[0], device=device), torch.arange(grid[1], device=device),
-                                    indexing="ij")
-        coords = torch.stack([rows.flatten(), cols.flatten()], dim=1).to(torch.float32)
+        coords = patch_coordinates(grid, device)
         gauss = torch.exp(-torch.cdist(coords, coords).square() / (2 * self.naclip_sigma ** 2))
         return F.pad(gauss, (1, 0, 1, 0)).to(dtype)
 
@@ -220,8 +231,7 @@ class DenseCLIPEncoder(nn.Module):
 
     def _gem_attention(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         """GEM self-self attention output (B, T, D) of ``block`` on the original-path input ``tokens``."""
-        weights, v = self._gem_weights(block, tokens)
-        return self._out_proj(block, self._merge_heads(weights @ v))
+        return self._attend(block, *self._gem_weights(block, tokens))
 
     # ---- passes ------------------------------------------------------------------------------------------
     def forward_to_last_block(self, images: torch.Tensor) -> StreamState:
@@ -273,8 +283,9 @@ class DenseCLIPEncoder(nn.Module):
         return self.project(self._attn_residual_ffn(block, tokens, attn_out))
 
     def _last_attention(self, block: nn.Module, state: StreamState) -> torch.Tensor:
-        """(B, T, D) output of the last block's attention (after ``out_proj``) under the base's attention rule;
-        keeps the block's values in ``state.values`` for the second pass."""
+        """(B, T, D) output of the last block's attention (after ``out_proj``) under the base's attention rule
+        (a ``BASE_VARIANTS`` base; GEM's on the original stream). Except for gem, whose values come out of its
+        own path, keeps the block's values (B, T, D) in ``state.values`` for the second pass."""
         if self.base == "gem":
             return self._gem_attention(block, state.tokens)
         normed = block.ln_1(state.tokens)
@@ -285,15 +296,21 @@ class DenseCLIPEncoder(nn.Module):
         state.values = self._merge_heads(v)
         if self.base == "clip":  # CLIP's own attention, fused
             return self._out_proj(block, self._merge_heads(F.scaled_dot_product_attention(q, k, v)))
-        return self._out_proj(block, self._merge_heads(_ATTENTION_RULES[self.base](self, q, k, state.grid) @ v))
+        return self._attend(block, _ATTENTION_RULES[self.base](self, q, k, state.grid), v)
 
-    def base_attention(self, state: StreamState) -> torch.Tensor:
-        """(B, N, N) patch-to-patch attention of the base's last block in the first pass (query rows, key
-        columns; head mean, CLS dropped): softmax rows for clip, clearclip, naclip and gem, the sum of two
-        for sclip, the identity for maskclip. For pictures of what a patch attends to."""
+    def base_attention(self, state: StreamState, queries: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, N, N) patch-to-patch attention that the base's last block applies in the first pass (query
+        rows, key columns; head mean, CLS dropped): softmax rows for clip, clearclip, naclip and gem, the sum
+        of two for sclip, the identity for maskclip; SC-CLIP's and ResCLIP's mixtures from their modules
+        (``SCCLIPBase.base_attention``, ``ResCLIPBase.base_attention``). For pictures of what a patch attends
+        to.
+
+        Args:
+            state: the stream state of :meth:`forward_to_last_block`.
+            queries: (Q_D, E) unit dataset queries, for a base whose attention depends on them (ResCLIP).
+        """
         if self.multi_layer is not None:
-            raise ValueError(f"base {self.base!r} mixes several attention maps; pictures of a patch's base "
-                             f"attention cover {BASE_VARIANTS}")
+            return self.multi_layer.base_attention(self, state, queries)
         block, tokens = self.blocks[-1], state.tokens
         if self.base == "maskclip":
             eye = torch.eye(tokens.shape[1] - 1, dtype=tokens.dtype, device=tokens.device)
@@ -305,23 +322,26 @@ class DenseCLIPEncoder(nn.Module):
             weights = _ATTENTION_RULES[self.base](self, q, k, state.grid)
         return weights.mean(dim=1)[:, 1:, 1:]
 
+    @staticmethod
+    def _scaled_scores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(B, H, T', d) a and b -> (B, H, T', T') attention logits a b^T / sqrt(d)."""
+        return a.shape[-1] ** -0.5 * a @ b.transpose(-2, -1)
+
     def _softmax_weights(self, q, k, grid) -> torch.Tensor:
         """CLIP's own softmax(q k^T / sqrt(d)) (ClearCLIP's "vanilla")."""
-        return torch.softmax(q.shape[-1] ** -0.5 * q @ k.transpose(-2, -1), dim=-1)
+        return torch.softmax(self._scaled_scores(q, k), dim=-1)
 
     def _correlative_weights(self, q, k, grid) -> torch.Tensor:
         """SCLIP: softmax(q q^T / sqrt(d)) + softmax(k k^T / sqrt(d))."""
-        scale = q.shape[-1] ** -0.5
-        return (torch.softmax(scale * q @ q.transpose(-2, -1), dim=-1)
-                + torch.softmax(scale * k @ k.transpose(-2, -1), dim=-1))
+        return torch.softmax(self._scaled_scores(q, q), dim=-1) + torch.softmax(self._scaled_scores(k, k), dim=-1)
 
     def _query_query_weights(self, q, k, grid) -> torch.Tensor:
         """ClearCLIP: softmax(q q^T / sqrt(d))."""
-        return torch.softmax(q.shape[-1] ** -0.5 * q @ q.transpose(-2, -1), dim=-1)
+        return torch.softmax(self._scaled_scores(q, q), dim=-1)
 
     def _neighbourhood_weights(self, q, k, grid) -> torch.Tensor:
         """NACLIP: softmax(k k^T / sqrt(d) + Gaussian neighbourhood bias)."""
-        logits = k.shape[-1] ** -0.5 * k @ k.transpose(-2, -1)
+        logits = self._scaled_scores(k, k)
         return torch.softmax(logits + self._neighbourhood_bias(grid, logits.device, logits.dtype), -1)
 
     def second_pass(self, state: StreamState, patch_attention: torch.Tensor, mode: str = "released") -> torch.Tensor:

@@ -17,6 +17,7 @@ FFN) with two changes to its attention, per window:
 
 Shapes: B windows, T = N + 1 tokens (CLS first), H heads, g_h x g_w patch grid, Q dataset queries.
 """
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from .cdam_attention import at_least_fp32
 from .pamr import refine_masks
+from .patch_grid import patch_coordinates, patch_logits
 
 FEEDBACK_EPS = 1e-8
 # Pair x sample elements per chunk of the path check (bounds its memory).
@@ -33,9 +35,7 @@ PATH_CHUNK_ELEMENTS = 2 ** 20
 
 def _pair_steps(grid: Tuple[int, int], device) -> Tuple[torch.Tensor, torch.Tensor]:
     """Row-major (N, 2) float patch coordinates and (N, N) Chebyshev distances between patches."""
-    rows, cols = torch.meshgrid(torch.arange(grid[0], device=device), torch.arange(grid[1], device=device),
-                                indexing="ij")
-    coords = torch.stack([rows.flatten(), cols.flatten()], dim=1).float()
+    coords = patch_coordinates(grid, device)
     return coords, (coords[:, None] - coords[None]).abs().amax(dim=-1)
 
 
@@ -127,13 +127,15 @@ class ResCLIPBase:
     release). Defaults are the release's VOC21 settings.
     """
 
-    def __init__(self, num_blocks: int, logit_scale: float = 40.0, rcs_layers: Tuple[int, int] = (5, 9),
+    def __init__(self, num_blocks: Optional[int], logit_scale: float = 40.0, rcs_layers: Tuple[int, int] = (5, 9),
                  rcs_weights: Sequence[float] = (2.0, 0.3), sfr_weights: Sequence[float] = (2.2, 0.7),
                  sfr_threshold: float = 0.5, sfr_pamr_steps: int = 10, sfr_pamr_dilations: Sequence[int] = (8, 16),
                  same_entity_decay: bool = True):
-        """
+        """The options are checked here (a ValueError names the key).
+
         Args:
-            num_blocks: blocks of the tower.
+            num_blocks: blocks of the tower; None checks the options before the tower is built (all but the
+                layers' upper bound).
             logit_scale: softmax scale of the first segmentation (the segmentor's, as released).
             rcs_layers: [start, end) 0-based blocks (before the last) whose attention maps are averaged.
             rcs_weights, sfr_weights: (tau, lambda) of the RCS and SFR mixtures.
@@ -141,14 +143,20 @@ class ResCLIPBase:
             sfr_pamr_steps, sfr_pamr_dilations: PAMR of the first segmentation (0 steps: none).
             same_entity_decay: decay equal-label pairs whose path leaves the label.
         """
-        if len(rcs_layers) != 2 or not 0 <= rcs_layers[0] < rcs_layers[1] <= num_blocks - 1:
+        end = math.inf if num_blocks is None else num_blocks - 1
+        if len(rcs_layers) != 2 or not 0 <= rcs_layers[0] < rcs_layers[1] <= end:
+            bound = "" if num_blocks is None else f" <= {end} for this {num_blocks}-block tower"
             raise ValueError(f"MODEL.CDAM.RESCLIP.RCS_LAYERS {tuple(rcs_layers)} must be [start, end) with "
-                             f"0 <= start < end <= {num_blocks - 1} for this {num_blocks}-block tower")
+                             f"0 <= start < end{bound}")
         for key, weights in (("RCS_WEIGHTS", rcs_weights), ("SFR_WEIGHTS", sfr_weights)):
             if len(weights) != 2:
                 raise ValueError(f"MODEL.CDAM.RESCLIP.{key} {tuple(weights)} must be (tau, lambda)")
+        if not 0 <= sfr_threshold <= 1:
+            raise ValueError(f"MODEL.CDAM.RESCLIP.SFR_THRESHOLD {sfr_threshold} must be in [0, 1] (a probability)")
         if sfr_pamr_steps < 0:
             raise ValueError(f"MODEL.CDAM.RESCLIP.SFR_PAMR_STEPS {sfr_pamr_steps} must be >= 0")
+        if not all(dilation >= 1 for dilation in sfr_pamr_dilations):
+            raise ValueError(f"MODEL.CDAM.RESCLIP.SFR_PAMR_DILATIONS {tuple(sfr_pamr_dilations)} must be positive")
         self.logit_scale = logit_scale
         self.rcs_layers = tuple(rcs_layers)
         self.rcs_weights = tuple(rcs_weights)
@@ -169,45 +177,56 @@ class ResCLIPBase:
                 tokens = encoder._run_block(block, tokens)
                 continue
             queries, keys, values = encoder._qkv(block, block.ln_1(tokens))
-            weights = torch.softmax(queries.shape[-1] ** -0.5 * queries @ keys.transpose(-2, -1), dim=-1)
-            attn_out = encoder._out_proj(block, encoder._merge_heads(weights @ values))
-            tokens = encoder._attn_residual_ffn(block, tokens, attn_out)
+            weights = encoder._softmax_weights(queries, keys, grid)
+            tokens = encoder._attn_residual_ffn(block, tokens, encoder._attend(block, weights, values))
             total = weights if total is None else total + weights
         return tokens, ResCLIPState(total / (end - start), images)
 
-    def _attend(self, encoder, logits: torch.Tensor, rcs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """(B, H, T, T) attention logits -> (B, T, D) reduced-block output with the RCS mixture."""
+    def _rcs_mixture(self, logits: torch.Tensor, rcs: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, T) attention logits, (B, H, T, T) RCS map R -> (B, H, T, T) weights
+        tau_r ((1 - lambda_r) softmax(logits) + lambda_r R)."""
         tau, share = self.rcs_weights
-        weights = tau * ((1 - share) * torch.softmax(logits, dim=-1) + share * rcs)
-        return encoder._out_proj(encoder.blocks[-1], encoder._merge_heads(weights @ values))
+        return tau * ((1 - share) * torch.softmax(logits, dim=-1) + share * rcs)
 
     def first_labels(self, encoder, features: torch.Tensor, queries: torch.Tensor, images: torch.Tensor,
                      grid: Tuple[int, int]) -> torch.Tensor:
         """(B, N, E) unit features of the RCS-only block -> (B, g_h, g_w) patch labels (query indices)."""
         features = at_least_fp32(features)
-        logits = (features @ queries.to(features.dtype).t()).transpose(1, 2).reshape(features.shape[0], -1, *grid)
+        logits = patch_logits(features, queries.to(features.dtype), grid)
         logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
         logits = refine_masks(images, logits, self.sfr_pamr_steps, self.sfr_pamr_dilations)
         probs = torch.softmax(self.logit_scale * logits, dim=1)
         labels = probs.argmax(dim=1).masked_fill(probs.amax(dim=1) < self.sfr_threshold, 0)
         return patch_majority(labels, encoder.patch_size, grid, queries.shape[0])
 
-    def first_pass(self, encoder, state, queries: Optional[torch.Tensor]) -> torch.Tensor:
-        """``StreamState`` with ``extras`` from :meth:`run_blocks`, (Q, E) unit dataset queries -> (B, N, E)
-        ResCLIP patch features; keeps the last block's values in ``state.values``."""
+    def _last_weights(self, encoder, state, queries: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``StreamState`` with ``extras`` from :meth:`run_blocks`, (Q, E) unit dataset queries -> the (B, H, T, T)
+        attention weights of the last block (RCS and SFR) and its (B, H, T, d) values; keeps the values, heads
+        concatenated, in ``state.values``."""
         if queries is None:
             raise ValueError("ResCLIP's first pass needs the dataset's text queries (its semantic feedback "
                              "segments the window first)")
         block, extras = encoder.blocks[-1], state.extras
         _, keys, values = encoder._qkv(block, block.ln_1(state.tokens))
         state.values = encoder._merge_heads(values)
-        logits = keys.shape[-1] ** -0.5 * keys @ keys.transpose(-2, -1)
+        logits = encoder._scaled_scores(keys, keys)
         bias = encoder._neighbourhood_bias(state.grid, logits.device, logits.dtype)
-        preliminary = encoder.project(self._attend(encoder, logits + bias, extras.rcs, values))
+        preliminary = encoder.project(encoder._attend(block, self._rcs_mixture(logits + bias, extras.rcs), values))
         labels = self.first_labels(encoder, preliminary, queries, extras.images, state.grid)
         feedback = feedback_attention(labels, encoder.naclip_sigma, self.same_entity_decay)
         tau, share = self.sfr_weights
         # The release holds the map, and its weighted term, in fp16 whatever the model's precision.
         feedback = (share * feedback.to(torch.float16)).to(logits.dtype)[:, None]
         refined = tau * ((1 - share) * logits + feedback) + bias
-        return encoder.project(self._attend(encoder, refined, extras.rcs, values))
+        return self._rcs_mixture(refined, extras.rcs), values
+
+    def first_pass(self, encoder, state, queries: Optional[torch.Tensor]) -> torch.Tensor:
+        """``StreamState`` with ``extras`` from :meth:`run_blocks`, (Q, E) unit dataset queries -> (B, N, E)
+        ResCLIP patch features; keeps the last block's values in ``state.values``."""
+        weights, values = self._last_weights(encoder, state, queries)
+        return encoder.project(encoder._attend(encoder.blocks[-1], weights, values))
+
+    def base_attention(self, encoder, state, queries: Optional[torch.Tensor]) -> torch.Tensor:
+        """The attention the first pass applies -> (B, N, N), head mean, CLS row and column dropped (a row sums
+        to at most tau_r, the RCS weight, as the full rows do)."""
+        return self._last_weights(encoder, state, queries)[0].mean(dim=1)[:, 1:, 1:]

@@ -18,8 +18,9 @@ Per window, with h_b the output of block b (0-based), x = h_{L-2} the input of t
 The fused tokens give the features through ``ln_post``, ``proj`` and normalization, as every base.
 Shapes: B windows, T = N + 1 tokens, D width, H heads of size d.
 """
+import math
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -126,24 +127,27 @@ class SCCLIPBase:
     the defaults); all must be blocks before the last one.
     """
 
-    def __init__(self, num_blocks: int, pre_adjust_layer: int = 8, post_adjust_layer: int = 3,
+    def __init__(self, num_blocks: Optional[int], pre_adjust_layer: int = 8, post_adjust_layer: int = 3,
                  multi_level_layers: Tuple[int, int] = (3, 10), cls_weight: float = 0.3):
-        """
+        """The options are checked here (a ValueError names the key).
+
         Args:
-            num_blocks: blocks of the tower.
+            num_blocks: blocks of the tower; None checks the options before the tower is built (all but the
+                layers' upper bound).
             pre_adjust_layer: block whose output gives the pre-adjustment and attention similarities.
             post_adjust_layer: block whose output gives the post-adjustment similarities.
             multi_level_layers: [start, end) blocks whose outputs are summed for the multi-level path.
             cls_weight: weight of the CLS token added to every patch after the attention.
         """
-        last = num_blocks - 2
+        last = math.inf if num_blocks is None else num_blocks - 2
+        tower = "" if num_blocks is None else f" of this {num_blocks}-block tower (0..{last})"
         for key, index in (("PRE_ADJUST_LAYER", pre_adjust_layer), ("POST_ADJUST_LAYER", post_adjust_layer)):
             if not 0 <= index <= last:
-                raise ValueError(f"MODEL.CDAM.SC_CLIP.{key} {index} is not a block before the last one of this "
-                                 f"{num_blocks}-block tower (0..{last})")
+                raise ValueError(f"MODEL.CDAM.SC_CLIP.{key} {index} is not a block before the last one{tower}")
         if len(multi_level_layers) != 2 or not 0 <= multi_level_layers[0] < multi_level_layers[1] <= last + 1:
+            bound = "" if num_blocks is None else f" <= {last + 1} for this {num_blocks}-block tower"
             raise ValueError(f"MODEL.CDAM.SC_CLIP.MULTI_LEVEL_LAYERS {tuple(multi_level_layers)} must be "
-                             f"[start, end) with 0 <= start < end <= {last + 1} for this {num_blocks}-block tower")
+                             f"[start, end) with 0 <= start < end{bound}")
         self.pre_adjust_layer = pre_adjust_layer
         self.post_adjust_layer = post_adjust_layer
         self.multi_level_layers = tuple(multi_level_layers)
@@ -176,21 +180,39 @@ class SCCLIPBase:
         fused = aggregate(state.post_similarity, main) + aggregate(state.post_similarity, multi)
         return encoder.project(fused, drop_cls=False)
 
+    @staticmethod
+    def _similarity_weights(state: SCCLIPState) -> torch.Tensor:
+        """(B, 1, N, N) softmax of the centred, sharpened pre-adjustment similarities, entries below the mean
+        masked; shared by the heads and the two paths."""
+        centred = SIMILARITY_SCALE * (state.pre_similarity - state.pre_similarity.mean(dim=(1, 2), keepdim=True))
+        centred = centred.masked_fill(centred < 0, float("-inf"))  # the diagonal (cosine 1) stays finite
+        return torch.softmax(centred, dim=-1)[:, None]
+
+    @staticmethod
+    def _attention(encoder, normed: torch.Tensor, similarity_weights: torch.Tensor):
+        """(B, N, D) normalized patch tokens -> the last block's (B, H, N, N) attention weights (the mean of the
+        similarity weights and softmax(k k^T / sqrt(d))) and its (B, H, N, d) values."""
+        _, keys, values = encoder._qkv(encoder.blocks[-1], normed)
+        return (similarity_weights + torch.softmax(encoder._scaled_scores(keys, keys), dim=-1)) / 2, values
+
     def first_pass(self, encoder, state, queries=None) -> torch.Tensor:
         """``StreamState`` with ``extras`` from :meth:`run_blocks` -> (B, N, E) SC-CLIP patch features (text
         ``queries`` unused)."""
         block, extras = encoder.blocks[-1], state.extras
-        centred = SIMILARITY_SCALE * (extras.pre_similarity - extras.pre_similarity.mean(dim=(1, 2), keepdim=True))
-        centred = centred.masked_fill(centred < 0, float("-inf"))  # the diagonal (cosine 1) stays finite
-        similarity_weights = torch.softmax(centred, dim=-1)[:, None]  # shared by the heads
+        similarity_weights = self._similarity_weights(extras)
 
         def attend(normed):
-            _, keys, values = encoder._qkv(block, normed)
-            key_weights = torch.softmax(keys.shape[-1] ** -0.5 * keys @ keys.transpose(-2, -1), dim=-1)
-            weights = (similarity_weights + key_weights) / 2
-            return encoder._out_proj(block, encoder._merge_heads(weights @ values))
+            return encoder._attend(block, *self._attention(encoder, normed, similarity_weights))
 
         return self._fused(encoder, extras, attend)
+
+    def base_attention(self, encoder, state, queries=None) -> torch.Tensor:
+        """The attention the first pass applies on the main path (the image's pre-adjusted patches) -> (B, N, N),
+        head mean; the multi-level path attends with the same similarity term and its own keys (text
+        ``queries`` unused)."""
+        extras = state.extras
+        normed = encoder.blocks[-1].ln_1(extras.tokens)
+        return self._attention(encoder, normed, self._similarity_weights(extras))[0].mean(dim=1)
 
     def second_pass(self, encoder, state, patch_attention: torch.Tensor) -> torch.Tensor:
         """CDAM's map as the last block's attention on both of SC-CLIP's paths (``SECOND_PASS "base"``).

@@ -1,8 +1,10 @@
-"""CDAM training-free segmentation of one image with sliding windows (plain torch): the released pipeline of
-windows, two passes of the last block, window merge and entropy-based background threshold."""
+"""CDAM training-free segmentation of one image with sliding windows (plain torch): windows (optionally padded to
+the patch size, or the whole image as one), the base's first pass, CDAM's map and second pass (or the base
+alone), the window merge, optional PAMR, SCLIP's area rule and a background rule (CDAM's entropy threshold, a
+fixed one, or none). The defaults are the released pipeline."""
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Mapping, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -10,14 +12,35 @@ from torch import nn
 from torch.profiler import record_function
 
 from .cdam_attention import DEFAULT_CHUNK_ELEMENTS, DEFAULT_SCALES, EPS, at_least_fp32, cdam_attention
-from .dense_clip import SECOND_PASS_MODES, DenseCLIPEncoder
+from .dense_clip import SECOND_PASS_MODES, DenseCLIPEncoder, StreamState
 from .pamr import refine_masks
+from .patch_grid import patch_logits
 from .postprocess import (BACKGROUND_RULES, THRESHOLD_SOURCES, background_threshold, class_probabilities,
                           encode_background, kept_classes, patch_entropy_bits, predicted_areas, remove_classes)
-from .sliding_window import NO_PADDING, crop_windows, merge_windows, patch_padding, window_boxes
+from .sliding_window import (NO_PADDING, Box, Padding, check_windows, crop_windows, merge_windows, patch_padding,
+                             window_boxes)
 
 # Per-image stages, named in torch.profiler traces and for ``CDAMSegmentor.stage_timer``.
 STAGES = ("cdam: backbone", "cdam: map", "cdam: second pass", "cdam: post-processing")
+
+
+def check_segmentor_options(second_pass: str, threshold_source: str, background_rule: str, fixed_threshold: float,
+                            area_threshold: float, crop: int, stride: int) -> None:
+    """Raise a ValueError naming the ``MODEL.CDAM`` key, its value and what is allowed unless the segmentor's
+    choices and thresholds are valid (see :class:`CDAMSegmentor`; no weights needed)."""
+    if second_pass not in SECOND_PASS_MODES:
+        raise ValueError(f"MODEL.CDAM.SECOND_PASS {second_pass!r} is not one of {SECOND_PASS_MODES}")
+    if threshold_source not in THRESHOLD_SOURCES:
+        raise ValueError(f"MODEL.CDAM.THRESHOLD_SOURCE {threshold_source!r} is not one of {THRESHOLD_SOURCES}")
+    if background_rule not in BACKGROUND_RULES:
+        raise ValueError(f"MODEL.CDAM.BACKGROUND_RULE {background_rule!r} is not one of {BACKGROUND_RULES}")
+    if not 0 <= fixed_threshold <= 1:
+        raise ValueError(f"MODEL.CDAM.BACKGROUND_THRESHOLD {fixed_threshold} must be in [0, 1] (it is compared "
+                         "with class probabilities)")
+    if area_threshold < 0:
+        raise ValueError(f"MODEL.CDAM.AREA_THRESHOLD {area_threshold} must be >= 0 (a share of the foreground "
+                         "area; 0 = off)")
+    check_windows(crop, stride)
 
 
 @dataclass
@@ -91,12 +114,8 @@ class CDAMSegmentor(nn.Module):
                 the patch convolution drop the remainder.
         """
         super().__init__()
-        if second_pass not in SECOND_PASS_MODES:
-            raise ValueError(f"MODEL.CDAM.SECOND_PASS {second_pass!r} is not one of {SECOND_PASS_MODES}")
-        if threshold_source not in THRESHOLD_SOURCES:
-            raise ValueError(f"MODEL.CDAM.THRESHOLD_SOURCE {threshold_source!r} is not one of {THRESHOLD_SOURCES}")
-        if background_rule not in BACKGROUND_RULES:
-            raise ValueError(f"MODEL.CDAM.BACKGROUND_RULE {background_rule!r} is not one of {BACKGROUND_RULES}")
+        check_segmentor_options(second_pass, threshold_source, background_rule, fixed_threshold, area_threshold,
+                                crop, stride)
         self.encoder = encoder
         self.use_cdam = use_cdam
         self.second_pass = second_pass
@@ -154,8 +173,14 @@ class CDAMSegmentor(nn.Module):
             with self._stage(STAGES[1]):
                 features = at_least_fp32(features)
                 queries = torch.cat([text.dataset, text.extra]).to(features.dtype)
-                weights = self.attention_map(self._patch_logits(features, queries, state.grid))
+                weights = self.attention_map(patch_logits(features, queries, state.grid))
         return state, features, weights
+
+    def base_attention(self, state: StreamState, text: TextQueries) -> torch.Tensor:
+        """(B, N, N) attention of the base's last block in the first pass of ``state`` (head mean, patches only;
+        ``DenseCLIPEncoder.base_attention``), under the backbone's autocast as in :meth:`first_pass_and_map`."""
+        with self._autocast(state.tokens.device):
+            return self.encoder.base_attention(state, text.dataset)
 
     def window_logits(self, windows: torch.Tensor, text: TextQueries) -> torch.Tensor:
         """(B, 3, h, w) normalized windows -> (B, Q_D, g_h, g_w) cosine logits (fp32, or fp64 for an fp64 model)
@@ -169,20 +194,21 @@ class CDAMSegmentor(nn.Module):
             with self._stage(STAGES[2]), self._autocast(windows.device):
                 features = self.encoder.second_pass(state, weights, self.second_pass)
         features = at_least_fp32(features)
-        return self._patch_logits(features, text.dataset.to(features.dtype), state.grid)
+        return patch_logits(features, text.dataset.to(features.dtype), state.grid)
 
-    @staticmethod
-    def _patch_logits(features: torch.Tensor, queries: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        """(B, N, E) unit features, (Q, E) unit queries -> (B, Q, g_h, g_w) cosine logits."""
-        return (features @ queries.t()).transpose(1, 2).reshape(features.shape[0], -1, *grid)
+    def window_layout(self, height: int, width: int) -> Tuple[List[Box], Padding]:
+        """The sliding windows of a ``height`` x ``width`` (resized) image and the padding every window gets
+        (``NO_PADDING`` unless ``pad_windows``); all windows have the size of the first."""
+        boxes = window_boxes(height, width, self.crop, self.stride)
+        y1, y2, x1, x2 = boxes[0]
+        padding = patch_padding(y2 - y1, x2 - x1, self.encoder.patch_size) if self.pad_windows else NO_PADDING
+        return boxes, padding
 
     def merged_logits(self, image: torch.Tensor, text: TextQueries) -> Tuple[torch.Tensor, float]:
         """(3, H1, W1) normalized image -> (Q_D, H1, W1) window-merged cosine logits at the resized size and
         the background threshold (overlaps are averaged on cosine logits, before any softmax); :meth:`postprocess`
         takes them to the output size."""
-        boxes = window_boxes(image.shape[-2], image.shape[-1], self.crop, self.stride)
-        y1, y2, x1, x2 = boxes[0]
-        padding = patch_padding(y2 - y1, x2 - x1, self.encoder.patch_size) if self.pad_windows else NO_PADDING
+        boxes, padding = self.window_layout(*image.shape[-2:])
         step = self.window_batch if self.window_batch > 0 else len(boxes)
         per_window = torch.cat([self.window_logits(crop_windows(image, boxes[start:start + step], padding), text)
                                 for start in range(0, len(boxes), step)])
@@ -200,8 +226,9 @@ class CDAMSegmentor(nn.Module):
         entropy = patch_entropy_bits(per_window.flatten(2), self.entropy_scale)
         return background_threshold(entropy, self.alpha, self.threshold_default, self.threshold_source)
 
+    @torch.no_grad()
     def forward(self, image: torch.Tensor, output_size: Tuple[int, int], text: TextQueries) -> SegmentationResult:
-        """Segment one image.
+        """Segment one image (inference only: no autograd graph is kept).
 
         Args:
             image: (3, H1, W1) normalized float image (already resized by the test mapper).

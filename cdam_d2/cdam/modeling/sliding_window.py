@@ -1,4 +1,6 @@
-"""Sliding-window placement and merging, as released: no padding, overlaps averaged on cosine logits."""
+"""Sliding-window placement and merging: windows inside the image (as released), optionally zero-padded to
+multiples of the patch size (ClearCLIP), or the whole image as one window; overlaps averaged on cosine
+logits."""
 from typing import List, Tuple
 
 import torch
@@ -18,15 +20,24 @@ def _starts(length: int, crop: int, stride: int) -> List[Tuple[int, int]]:
     return spans
 
 
+def check_windows(crop: int, stride: int) -> None:
+    """Raise a ValueError naming the keys unless ``crop`` >= 0 and, for crop > 0, 1 <= ``stride`` <= ``crop``
+    (a stride above the crop would leave pixels that no window covers)."""
+    if crop < 0:
+        raise ValueError(f"MODEL.CDAM.SLIDE_CROP {crop} must be >= 0 (0: the whole image as one window)")
+    if crop > 0 and not 1 <= stride <= crop:
+        raise ValueError(f"MODEL.CDAM.SLIDE_STRIDE {stride} must be between 1 and MODEL.CDAM.SLIDE_CROP ({crop}): "
+                         "a larger stride leaves gaps between the windows")
+
+
 def window_boxes(height: int, width: int, crop: int, stride: int) -> List[Box]:
-    """Windows in raster order (rows outer), clipped to the image and shifted back inside; no padding.
-    A side shorter than ``crop`` gives one window covering it; ``crop`` 0 gives the whole image as one window
-    (the peers' ``slide_crop=0``). All windows of an image have the same size."""
+    """Windows in raster order (rows outer), clipped to the image and shifted back inside (padding, if any, is
+    added by :func:`crop_windows`). A side shorter than ``crop`` gives one window covering it; ``crop`` 0 gives
+    the whole image as one window (the peers' ``slide_crop=0``; ``stride`` unused). All windows of an image
+    have the same size."""
+    check_windows(crop, stride)
     if crop == 0:
         return [(0, height, 0, width)]
-    if crop < 0 or stride < 1:
-        raise ValueError(f"MODEL.CDAM.SLIDE_CROP ({crop}) must be >= 0 (0: whole image) and SLIDE_STRIDE "
-                         f"({stride}) positive")
     return [(y1, y2, x1, x2) for y1, y2 in _starts(height, crop, stride) for x1, x2 in _starts(width, crop, stride)]
 
 

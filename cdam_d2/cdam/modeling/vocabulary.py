@@ -2,7 +2,8 @@
 
 A vocabulary is a list of classes; each class has one or more synonyms. Every synonym becomes its own
 text query; ``query_to_class[q]`` gives the class index of query ``q``; a class's probability is the max
-over its synonyms' probabilities (the released name files have a single name per class).
+over its synonyms' probabilities (of the shipped name files, ``voc20.txt`` and SCLIP's VOC and COCO-Object
+files under ``peers/sclip/`` list synonyms; the others have one name per class).
 """
 import os
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ class Vocabulary:
     Attributes:
         queries: one name per text query (synonyms flattened, class order kept).
         query_to_class: class index of each query, same length as ``queries``.
-        num_classes: number of classes (lines of the name file).
+        num_classes: number of classes (lines of the name file, or entries of the parsed list).
     """
 
     queries: Tuple[str, ...]
