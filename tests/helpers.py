@@ -116,6 +116,19 @@ def run_with_deadline(function, seconds):
 
 
 # ------------------------------------------------------------------------------------------ tools
+def documented_commands(page, heading, containing=None):
+    """The shell commands of a page's bash block under ``## heading`` (the first block, or the first one
+    containing ``containing``): continuation lines joined, comments and blank lines dropped. Tests run a
+    page's commands from its own lines, so the page cannot drift from what works."""
+    with open(os.path.join(REPO, page)) as f:
+        text = f.read()
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    block = next(b for b in blocks if containing is None or containing in b)
+    lines = block.replace("\\\n", " ").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
 def import_tool(name):
     """The module ``tools/<name>.py``, imported as ``name`` (tools are scripts, not a package)."""
     sys.path.insert(0, TOOLS)

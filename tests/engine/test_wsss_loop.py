@@ -3,24 +3,13 @@ of train_aug, score the seeds with a threshold curve and the masks as PNGs, trai
 draw panels."""
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
 import tempfile
 import unittest
 
-from tests.helpers import REPO, requires_detectron2, slow, subprocess_env
-
-
-def loop_commands():
-    """The commands of the page's toy block, continuation lines joined, comments dropped."""
-    with open(os.path.join(REPO, "docs", "WSSS.md")) as f:
-        page = f.read()
-    section = page.split("## The whole loop on toy data", 1)[1].split("\n## ", 1)[0]
-    block = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
-    lines = block.replace("\\\n", " ").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+from tests.helpers import REPO, documented_commands, requires_detectron2, slow, subprocess_env
 
 
 @slow
@@ -29,7 +18,7 @@ class WSSSLoopTest(unittest.TestCase):
     def test_the_pages_loop_runs_and_leaves_its_outputs(self):
         from cdam_d2.data.toy import make_toy_datasets
 
-        commands = loop_commands()
+        commands = documented_commands(os.path.join("docs", "WSSS.md"), "The whole loop on toy data")
         self.assertTrue(commands[0].startswith("export DETECTRON2_DATASETS="), commands[0])
         self.assertEqual(commands[1], "python tools/make_toy_datasets.py $DETECTRON2_DATASETS")
         steps = [(shlex.split(c)[1], c) for c in commands[2:]]

@@ -13,8 +13,8 @@ import unittest
 
 import numpy as np
 
-from tests.helpers import (REPO, SECOND_STAGE_TOY_CONFIG, RegisteredToyDatasets, requires_detectron2, slow,
-                           subprocess_env)
+from tests.helpers import (REPO, SECOND_STAGE_TOY_CONFIG, RegisteredToyDatasets, documented_commands,
+                           requires_detectron2, slow, subprocess_env)
 
 
 @contextlib.contextmanager
@@ -171,24 +171,14 @@ class SecondStageTrainingTest(RegisteredToyDatasets, unittest.TestCase):
         self.assertGreater(trained["mIoU"], untrained + 15.0, (untrained, trained))
 
 
-def documented_toy_commands():
-    """The commands of the toy second-stage block of docs/CLUSTERCAM.md, continuation lines joined."""
-    with open(os.path.join(REPO, "docs", "CLUSTERCAM.md")) as f:
-        page = f.read()
-    section = page.split("## Second stage: DeepLab on pseudo-labels", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
-    toy = next(b for b in blocks if "make_toy_datasets.py" in b)
-    lines = toy.replace("\\\n", " ").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-
-
 @slow
 @requires_detectron2
 class SecondStageDocumentedSequenceTest(unittest.TestCase):
     def test_documented_toy_sequence_end_to_end(self):
         from cdam_d2.data.toy import make_toy_datasets
 
-        commands = documented_toy_commands()
+        commands = documented_commands(os.path.join("docs", "CLUSTERCAM.md"), "Second stage: DeepLab on pseudo-labels",
+                                       containing="make_toy_datasets.py")
         self.assertTrue(commands[0].startswith("export DETECTRON2_DATASETS="), commands[0])
         self.assertEqual(commands[1], "python tools/make_toy_datasets.py $DETECTRON2_DATASETS")
         steps = [shlex.split(c)[1] for c in commands[2:]]
