@@ -117,57 +117,57 @@ class Table:
 # Methods
 
 
-def method_from_spec(spec, configs_root):
+def method_from_spec(method_spec, configs_root):
     """A :class:`Method` from a spec of ``SPEC_FILES`` (config files under ``configs_root``; a benchmark
     without a file is n/a) or ``NAME=FILE[,FILE...]`` (each file's column is its ``DATASETS.TEST[0]``)."""
-    if "=" in spec:
-        name, files = spec.split("=", 1)
+    if "=" in method_spec:
+        name, files = method_spec.split("=", 1)
         paths = [path for path in files.split(",") if path]
         if not name or not paths:
-            raise BenchmarkTableError(f"Method {spec!r}: give NAME=FILE[,FILE...]")
+            raise BenchmarkTableError(f"Method {method_spec!r}: give NAME=FILE[,FILE...]")
         for path in paths:
             if not os.path.isfile(path):
                 raise BenchmarkTableError(f"Method {name!r}: config file {path!r} does not exist")
         return Method(name, tuple((None, path) for path in paths))
-    template = _template_of(spec, configs_root)
+    template = _template_of(method_spec, configs_root)
     paths = {b.key: os.path.join(configs_root, template.replace("<dataset>", b.key)) for b in BENCHMARKS}
     configs = tuple((key, path) for key, path in paths.items() if os.path.isfile(path))
     if not configs:
         raise BenchmarkTableError(
-            f"Unknown method {spec!r}: no config file {os.path.join(configs_root, template)} exists"
-            f"{_suggestion(spec, configs_root)}")
-    return Method(spec, configs)
+            f"Unknown method {method_spec!r}: no config file {os.path.join(configs_root, template)} exists"
+            f"{_suggestion(method_spec, configs_root)}")
+    return Method(method_spec, configs)
 
 
-def _template_of(spec, configs_root):
+def _template_of(method_spec, configs_root):
     """The config file of a method spec relative to the configs root, <dataset> for a benchmark key."""
-    variant = re.fullmatch(r"variants:([\w.-]+)", spec)
-    peer = re.fullmatch(r"peers/([\w.-]+)(:cdam)?", spec)
-    if spec == "cdam":
+    variant = re.fullmatch(r"variants:([\w.-]+)", method_spec)
+    peer = re.fullmatch(r"peers/([\w.-]+)(:cdam)?", method_spec)
+    if method_spec == "cdam":
         return "cdam_<dataset>.yaml"
     if variant:
         return f"variants/cdam_<dataset>_{variant[1]}.yaml"
     if peer:
         return f"peers/{peer[1]}/<dataset>{'_cdam' if peer[2] else ''}.yaml"
-    if os.path.isdir(spec):
-        raise BenchmarkTableError(f"Method {spec!r} is a folder: --config-dir {spec} makes a row of its "
-                                  f"*<dataset>*.yaml files (one per benchmark); --method takes {METHOD_FORMS}"
-                                  f"{_suggestion(spec, configs_root)}")
-    raise BenchmarkTableError(f"Unknown method {spec!r}: give {METHOD_FORMS}, or --config-dir DIR"
-                              f"{_suggestion(spec, configs_root)}")
+    if os.path.isdir(method_spec):
+        raise BenchmarkTableError(f"Method {method_spec!r} is a folder: --config-dir {method_spec} makes a row "
+                                  f"of its *<dataset>*.yaml files (one per benchmark); --method takes {METHOD_FORMS}"
+                                  f"{_suggestion(method_spec, configs_root)}")
+    raise BenchmarkTableError(f"Unknown method {method_spec!r}: give {METHOD_FORMS}, or --config-dir DIR"
+                              f"{_suggestion(method_spec, configs_root)}")
 
 
-def _suggestion(spec, configs_root):
+def _suggestion(method_spec, configs_root):
     """"; did you mean ..." with the specs whose configs exist under ``configs_root`` and whose name is the
-    last word of ``spec`` (without a ``_cdam`` ending), or "" when there is none."""
-    name = re.split(r"[/:]", spec.rstrip("/"))[-1]
+    last word of ``method_spec`` (without a ``_cdam`` ending), or "" when there is none."""
+    name = re.split(r"[/:]", method_spec.rstrip("/"))[-1]
     name = name[:-len("_cdam")] if name.endswith("_cdam") else name
     candidates = [
         (f"peers/{name}", os.path.join("peers", name, "*.yaml")),
         (f"peers/{name}:cdam", os.path.join("peers", name, "*_cdam.yaml")),
         (f"variants:{name}", os.path.join("variants", f"cdam_*_{name}.yaml")),
     ]
-    found = [candidate for candidate, pattern in candidates if candidate != spec and name
+    found = [candidate for candidate, pattern in candidates if candidate != method_spec and name
              and glob.glob(os.path.join(glob.escape(configs_root), pattern))]
     if not found:
         return ""
@@ -530,7 +530,7 @@ def build_parser(default_configs_root):
                     "under --output-dir). Finished cells are read, not evaluated again. "
                     "See docs/BENCHMARK_TABLE.md.",
         epilog=_rows_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", dest="methods", action="append", type=lambda spec: ("spec", spec),
+    parser.add_argument("--method", dest="methods", action="append", type=lambda method_spec: ("spec", method_spec),
                         metavar="SPEC", help=f"a table row, repeatable: {METHOD_FORMS} (files: below)")
     parser.add_argument("--config-dir", dest="methods", action="append", type=lambda path: ("dir", path),
                         metavar="DIR", help="a table row named after DIR: per benchmark its one file matching "

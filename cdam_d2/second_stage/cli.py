@@ -20,14 +20,15 @@ def register_pseudo_labels_from_cfg(cfg, training=True):
     For training, DATASETS.TRAIN listing that name without a DIR raises an error saying which key to
     set; evaluation alone needs no pseudo-labels.
     """
-    spec = cfg.CDAM_D2.PSEUDO_LABELS
-    if spec.DIR:
-        register_pseudo_label_dataset(spec.NAME, spec.DIR, images_from=spec.IMAGES_FROM)
-    elif training and spec.NAME in cfg.DATASETS.TRAIN:
+    pseudo_labels = cfg.CDAM_D2.PSEUDO_LABELS
+    if pseudo_labels.DIR:
+        register_pseudo_label_dataset(pseudo_labels.NAME, pseudo_labels.DIR,
+                                      images_from=pseudo_labels.IMAGES_FROM)
+    elif training and pseudo_labels.NAME in cfg.DATASETS.TRAIN:
         raise ValueError(
-            f"DATASETS.TRAIN uses the pseudo-label dataset '{spec.NAME}' but CDAM_D2.PSEUDO_LABELS.DIR is "
-            "empty: set it to the folder written by\n  "
-            f"{export_command(spec.IMAGES_FROM, '<DIR>')}\n(e.g. append `CDAM_D2.PSEUDO_LABELS.DIR <DIR>`)."
+            f"DATASETS.TRAIN uses the pseudo-label dataset '{pseudo_labels.NAME}' but CDAM_D2.PSEUDO_LABELS.DIR "
+            "is empty: set it to the folder written by\n  "
+            f"{export_command(pseudo_labels.IMAGES_FROM, '<DIR>')}\n(e.g. append `CDAM_D2.PSEUDO_LABELS.DIR <DIR>`)."
         )
 
 

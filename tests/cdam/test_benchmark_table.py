@@ -79,7 +79,7 @@ class MethodsTest(unittest.TestCase):
     def test_ambiguous_or_unknown_specs_name_what_exists(self):
         from cdam_d2.cdam.benchmark_table import BenchmarkTableError, method_from_config_dir, method_from_spec
 
-        for spec, pattern in (
+        for method_spec, pattern in (
             ("sclip", r"Unknown method 'sclip'.*did you mean peers/sclip, peers/sclip:cdam or variants:sclip\?"),
             ("peers/sclip_cdam", "peers/sclip_cdam/<dataset>.yaml exists; did you mean .*peers/sclip:cdam"),
             ("clearclip_vanilla", r"did you mean peers/clearclip_vanilla\?$"),
@@ -87,8 +87,8 @@ class MethodsTest(unittest.TestCase):
             (os.path.join(CONFIGS, "peers", "sclip"), "is a folder: --config-dir"),
             ("nothing_like_it", "Unknown method 'nothing_like_it': give cdam, .*peers/<peer>:cdam .*--config-dir DIR$"),
         ):
-            with self.subTest(spec), self.assertRaisesRegex(BenchmarkTableError, pattern):
-                method_from_spec(spec, CONFIGS)
+            with self.subTest(method_spec), self.assertRaisesRegex(BenchmarkTableError, pattern):
+                method_from_spec(method_spec, CONFIGS)
         # a peers folder holds <dataset>.yaml and <dataset>_cdam.yaml: --config-dir cannot choose
         with self.assertRaisesRegex(BenchmarkTableError, "voc21.yaml, voc21_cdam.yaml.*peers/<peer>:cdam"):
             method_from_config_dir(os.path.join(CONFIGS, "peers", "sc_clip"))
@@ -105,9 +105,9 @@ class MethodsTest(unittest.TestCase):
         self.assertIn("not used by --config-dir", text)
         # each form's path is the one method_from_spec reads
         for form, path, _ in SPEC_FILES:
-            spec = form.replace("<base>", "sclip").replace("<peer>", "sclip")
+            method_spec = form.replace("<base>", "sclip").replace("<peer>", "sclip")
             expected = os.path.join(CONFIGS, path.replace("<base>", "sclip").replace("<peer>", "sclip"))
-            self.assertEqual(method_from_spec(spec, CONFIGS).configs[0][1], expected.replace("<dataset>", "voc21"))
+            self.assertEqual(method_from_spec(method_spec, CONFIGS).configs[0][1], expected.replace("<dataset>", "voc21"))
 
     def test_config_dir_and_explicit_files(self):
         from cdam_d2.cdam.benchmark_table import method_from_config_dir, method_from_spec, plan_cells

@@ -28,11 +28,11 @@ CITYSCAPES_19 = (
 
 def detectron2_ade20k_script():
     """Detectron2's datasets/prepare_ade20k_sem_seg.py next to an editable install, or None."""
-    spec = importlib.util.find_spec("detectron2")
-    if spec is None or not spec.origin:
+    module_spec = importlib.util.find_spec("detectron2")
+    if module_spec is None or not module_spec.origin:
         return None
     path = os.path.join(
-        os.path.dirname(os.path.dirname(spec.origin)), "datasets", "prepare_ade20k_sem_seg.py"
+        os.path.dirname(os.path.dirname(module_spec.origin)), "datasets", "prepare_ade20k_sem_seg.py"
     )
     return path if os.path.isfile(path) else None
 
