@@ -10,6 +10,7 @@ import io
 import os
 import re
 import runpy
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,33 @@ def documented_commands(page, heading, containing=None):
     block = next(b for b in blocks if containing is None or containing in b)
     lines = block.replace("\\\n", " ").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def run_documented_toy_sequence(test, commands, tmp, tools, rewrite=None, timeout=900):
+    """Run a page's toy command sequence (from :func:`documented_commands`) as a user would.
+
+    ``commands[0]`` exports DETECTRON2_DATASETS and OUT and ``commands[1]`` makes the toy datasets (done
+    in-process here, without a process start); the others must call ``tools`` in that order. Each runs in
+    bash at the repository root with this interpreter, both variables inside ``tmp``, after
+    ``rewrite(command)`` when given, and must exit 0. Returns OUT and the ``CompletedProcess`` of each.
+    """
+    from cdam_d2.data.toy import make_toy_datasets
+
+    test.assertTrue(commands[0].startswith("export DETECTRON2_DATASETS="), commands[0])
+    test.assertEqual(commands[1], "python tools/make_toy_datasets.py $DETECTRON2_DATASETS")
+    test.assertEqual([shlex.split(command)[1] for command in commands[2:]], list(tools))
+    out = os.path.join(tmp, "run")
+    env = subprocess_env(DETECTRON2_DATASETS=os.path.join(tmp, "datasets"), OUT=out, OMP_NUM_THREADS="1")
+    make_toy_datasets(env["DETECTRON2_DATASETS"])
+    finished = []
+    for command in commands[2:]:
+        command = command.replace("python ", f"{shlex.quote(sys.executable)} ", 1)
+        command = rewrite(command) if rewrite else command
+        done = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        test.assertEqual(done.returncode, 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+        finished.append(done)
+    return out, finished
 
 
 def import_tool(name):

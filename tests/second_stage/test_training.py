@@ -5,16 +5,13 @@ import contextlib
 import json
 import os
 import re
-import shlex
-import subprocess
-import sys
 import tempfile
 import unittest
 
 import numpy as np
 
-from tests.helpers import (REPO, SECOND_STAGE_TOY_CONFIG, RegisteredToyDatasets, documented_commands,
-                           requires_detectron2, slow, subprocess_env)
+from tests.helpers import (SECOND_STAGE_TOY_CONFIG, RegisteredToyDatasets, documented_commands, requires_detectron2,
+                           run_documented_toy_sequence, slow)
 
 
 @contextlib.contextmanager
@@ -175,30 +172,21 @@ class SecondStageTrainingTest(RegisteredToyDatasets, unittest.TestCase):
 @requires_detectron2
 class SecondStageDocumentedSequenceTest(unittest.TestCase):
     def test_documented_toy_sequence_end_to_end(self):
-        from cdam_d2.data.toy import make_toy_datasets
-
         commands = documented_commands(os.path.join("docs", "CLUSTERCAM.md"), "Second stage: DeepLab on pseudo-labels",
                                        containing="make_toy_datasets.py")
-        self.assertTrue(commands[0].startswith("export DETECTRON2_DATASETS="), commands[0])
-        self.assertEqual(commands[1], "python tools/make_toy_datasets.py $DETECTRON2_DATASETS")
-        steps = [shlex.split(c)[1] for c in commands[2:]]
-        self.assertEqual(steps, ["tools/train_net.py", "tools/export_pseudo_labels.py",
-                                 "tools/train_second_stage.py", "tools/train_second_stage.py"])
+        tools = ["tools/train_net.py", "tools/export_pseudo_labels.py", "tools/train_second_stage.py",
+                 "tools/train_second_stage.py"]
+
+        def on_two_processes(command):
+            # second-stage training on two processes: each spawned worker must register the pseudo-labels itself
+            if "train_second_stage.py" in command and "--eval-only" not in command:
+                return command.replace("--config-file", "--num-gpus 2 --dist-url auto --config-file", 1)
+            return command
+
         with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "run")
-            env = subprocess_env(DETECTRON2_DATASETS=os.path.join(tmp, "datasets"), OUT=out, OMP_NUM_THREADS="1")
-            make_toy_datasets(env["DETECTRON2_DATASETS"])  # what commands[1] runs, without a process start
-            logs = []
-            for command in commands[2:]:
-                command = command.replace("python ", f"{shlex.quote(sys.executable)} ", 1)
-                if "train_second_stage.py" in command and "--eval-only" not in command:
-                    # two processes: each spawned worker must register the pseudo-labels itself
-                    command = command.replace("--config-file", "--num-gpus 2 --dist-url auto --config-file", 1)
-                done = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True,
-                                      timeout=600)
-                self.assertEqual(done.returncode, 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
-                logs.append(done.stdout + done.stderr)
-            self._check_outputs(out, logs)
+            out, finished = run_documented_toy_sequence(self, commands, tmp, tools, rewrite=on_two_processes,
+                                                        timeout=600)
+            self._check_outputs(out, [done.stdout + done.stderr for done in finished])
 
     def _check_outputs(self, out, logs):
         import torch
